@@ -1,0 +1,1 @@
+"""diffusers_plugins: diffusion rejection sampling (DiffRS) as a diffusers pipeline."""

@@ -1,0 +1,33 @@
+"""hf_plugins: LLM knowledge distillation (AMiD, CSD and baseline divergences) for transformers/TRL.
+
+Public names are imported lazily, so ``import hf_plugins`` stays cheap and pulls in transformers/TRL
+only when a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "CorpusSplit": "corpus",
+    "load_pydoc_corpus": "corpus",
+    "TINY_SIZES": "tiny_models",
+    "tiny_causal_lm": "tiny_models",
+    "train_bpe_tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

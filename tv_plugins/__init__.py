@@ -1,0 +1,6 @@
+"""tv_plugins: dataset reduction for torchvision datasets (LCMat coresets, FreD/DDiF condensation)."""
+
+from .datasets import DEBIAN_FASHION_MNIST_DIR, DigitsDataset, load_fashion_mnist
+from .networks import ConvNet
+
+__all__ = ["ConvNet", "DEBIAN_FASHION_MNIST_DIR", "DigitsDataset", "load_fashion_mnist"]
