@@ -1,0 +1,175 @@
+"""select_coreset contract: budgets, balance, determinism, fraction 1.0, save/load, input validation."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tv_plugins.coreset import METHODS, CoresetSelection, per_class_budgets, select_coreset
+
+ALL_METHODS = sorted(METHODS)
+
+
+def _run(blobs, mlp, method, fraction=0.3, **kw):
+    kw.setdefault("warmup_epochs", 2 if method == "forgetting" else 0)
+    return select_coreset(blobs, method, fraction, model=mlp, progress=False, batch_size=8, **kw)
+
+
+def test_registry_holds_every_method_of_the_issue():
+    assert set(METHODS) == {"lcmat", "uniform", "herding", "kcenter_greedy", "forgetting", "grand", "el2n",
+                            "uncertainty", "craig", "gradmatch", "glister", "submodular"}
+
+
+def test_per_class_budgets_round_half_up_with_at_least_one():
+    labels = torch.tensor([0] * 5 + [1] * 150 + [3] * 30)
+    # 0.01: 0.05 -> 1 (min 1), 1.5 -> 2 (half up, banker's would give 2 too), 0.3 -> 1
+    assert per_class_budgets(labels, 0.01) == {0: 1, 1: 2, 3: 1}
+    # 0.05 * 30 = 1.5 -> 2 (banker's rounding would give 2), 0.05 * 150 = 7.5 -> 8 (banker's: 8), 0.25 -> 1
+    assert per_class_budgets(labels, 0.05) == {0: 1, 1: 8, 3: 2}
+    # 0.5 * 5 = 2.5 -> 3 (banker's rounding would give 2)
+    assert per_class_budgets(labels, 0.5)[0] == 3
+    for f in (0.013, 0.2, 0.77, 1.0):
+        expected = {c: max(1, math.floor(f * n + 0.5)) for c, n in ((0, 5), (1, 150), (3, 30))}
+        assert per_class_budgets(labels, f) == expected
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_is_balanced_budgeted_deterministic_and_complete_at_fraction_one(blobs, mlp, method):
+    sel = _run(blobs, mlp, method)
+    budgets = per_class_budgets(blobs.targets, 0.3)
+    assert sel.per_class_counts == budgets
+    labels = blobs.targets[sel.indices]
+    for c, k in budgets.items():
+        chosen = sel.indices[labels == c]
+        assert len(chosen) == k and torch.equal(chosen, chosen.sort().values)  # ascending within class
+    assert torch.equal(labels, labels.sort(stable=True).values)  # class-major
+    assert len(torch.unique(sel.indices)) == len(sel.indices)
+    assert torch.isfinite(sel.weights).all() and (sel.weights >= 0).all()
+    again = _run(blobs, mlp, method)
+    assert torch.equal(sel.indices, again.indices) and torch.equal(sel.weights, again.weights)
+    everything = _run(blobs, mlp, method, fraction=1.0)
+    assert torch.equal(everything.indices.sort().values, torch.arange(len(blobs)))
+
+
+def test_cluster_size_weights_are_one_at_fraction_one(blobs, mlp):
+    sel = _run(blobs, mlp, "lcmat", fraction=1.0, weights="cluster_size")
+    assert torch.equal(sel.weights, torch.ones(len(blobs)))
+
+
+def test_uniform_depends_on_the_seed_only(blobs, mlp):
+    a = select_coreset(blobs, "uniform", 0.3, seed=1, progress=False)
+    b = select_coreset(blobs, "uniform", 0.3, model=mlp, seed=1, progress=False)
+    c = select_coreset(blobs, "uniform", 0.3, seed=2, progress=False)
+    assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
+
+
+def test_unbalanced_selection_uses_one_global_budget(blobs, mlp):
+    sel = _run(blobs, mlp, "lcmat", balance=False)
+    assert len(sel) == math.floor(0.3 * len(blobs) + 0.5)
+    assert sum(sel.per_class_counts.values()) == len(sel)
+
+
+def test_warmup_trains_a_copy_and_is_seeded(blobs, mlp):
+    before = {k: v.clone() for k, v in mlp.state_dict().items()}
+    a = select_coreset(blobs, "lcmat", 0.3, mlp, warmup_epochs=3, warmup_lr=0.05, batch_size=8, progress=False)
+    b = select_coreset(blobs, "lcmat", 0.3, mlp, warmup_epochs=3, warmup_lr=0.05, batch_size=8, progress=False)
+    cold = _run(blobs, mlp, "lcmat")
+    assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
+    assert torch.equal(a.indices, b.indices)
+    assert not torch.equal(a.indices, cold.indices)
+
+
+def test_model_modes_are_restored(blobs):
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+    model.train()
+    model[1].eval()
+    _run(blobs, model, "lcmat")
+    assert model.training and not model[1].training and model[3].training
+
+
+def test_save_load_roundtrip_is_identical(blobs, mlp, tmp_path):
+    sel = _run(blobs, mlp, "gradmatch", fraction=0.5)
+    sel.save(tmp_path / "sel.safetensors")
+    back = CoresetSelection.load(tmp_path / "sel.safetensors")
+    assert torch.equal(back.indices, sel.indices) and torch.equal(back.weights, sel.weights)
+    assert back.per_class_counts == sel.per_class_counts and back.method == "gradmatch"
+    assert back.options == sel.options
+
+
+def test_default_model_is_built_and_trained_when_none_is_given(blobs):
+    sel = select_coreset(blobs, "lcmat", 0.3, warmup_epochs=1, batch_size=16, progress=False)
+    assert sel.per_class_counts == per_class_budgets(blobs.targets, 0.3)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.01, float("nan")])
+def test_fraction_outside_unit_interval_raises(blobs, mlp, fraction):
+    with pytest.raises((ValueError, TypeError), match="fraction"):
+        _run(blobs, mlp, "lcmat", fraction=fraction)
+
+
+def test_clear_errors_for_bad_inputs(blobs, mlp):
+    with pytest.raises(ValueError, match="method must be one of"):
+        _run(blobs, mlp, "lcmat-s")
+    with pytest.raises(TypeError, match="accepted options"):
+        _run(blobs, mlp, "lcmat", rho=0.1)
+    with pytest.raises(ValueError, match="eps_mode"):
+        _run(blobs, mlp, "lcmat", eps_mode="ratio")
+    with pytest.raises(ValueError, match="weights"):
+        _run(blobs, mlp, "lcmat", weights="uniform")
+    with pytest.raises(ValueError, match="score"):
+        _run(blobs, mlp, "uncertainty", score="bald")
+    with pytest.raises(ValueError, match="warmup_epochs >= 2"):
+        _run(blobs, mlp, "forgetting", warmup_epochs=1)
+    empty = torch.utils.data.Subset(blobs, [])
+    with pytest.raises(ValueError, match="empty"):
+        _run(empty, mlp, "lcmat")
+
+
+def test_labels_out_of_range_raise(blobs, mlp):
+    blobs.targets = blobs.targets.clone()
+    blobs.targets[0] = 3  # the head has 3 outputs
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        _run(blobs, mlp, "lcmat")
+    blobs.targets[0] = -1
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        _run(blobs, mlp, "uniform")
+
+
+class _NoLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 3, 6)
+
+    def forward(self, x):
+        return self.conv(x[:, None]).flatten(1)
+
+
+class _LinearThenScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 4)
+        self.head = nn.Linear(4, 3)
+        self.aux = nn.Linear(3, 3)  # registered last, but not the output layer
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_model_without_final_linear_layer_and_explicit_last_layer(blobs):
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        _run(blobs, _NoLinear(), "lcmat")
+    model = _LinearThenScale()
+    with pytest.raises(ValueError, match="last_layer="):
+        _run(blobs, model, "lcmat")
+    by_name = _run(blobs, model, "lcmat", last_layer="head")
+    by_module = _run(blobs, model, "lcmat", last_layer=model.head)
+    assert torch.equal(by_name.indices, by_module.indices)
+    with pytest.raises(ValueError, match="last_layer="):
+        _run(blobs, model, "lcmat", last_layer="body")  # a linear layer, but not the one producing the output
+    with pytest.raises(ValueError, match="must be an nn.Linear"):
+        _run(blobs, _NoLinear(), "lcmat", last_layer="conv")
+    with pytest.raises(ValueError, match="not a submodule"):
+        _run(blobs, model, "lcmat", last_layer=nn.Linear(4, 3))
+    with pytest.raises(TypeError, match="model must be"):
+        _run(blobs, "resnet18", "lcmat")

@@ -1,0 +1,247 @@
+"""Last-layer quantities of a classifier: head inputs ``z``, logits, and the closed-form per-sample
+cross-entropy gradient and Hessian diagonal w.r.t. the final ``nn.Linear`` (no BackPACK, no backward).
+
+Parameter layout of the head ``psi = (b, vec(W))`` (``P = C (D + 1)``), as in the official LCMat code:
+first the ``C`` bias entries, then ``W`` row-major, i.e. coordinate ``C + k D + j`` is ``W[k, j]``.
+With ``p = softmax(o)``, ``r = p - onehot(y)`` and ``q = p (1 - p)``:
+
+* gradient      ``g = (r, r ⊗ z)``        (``g[C + kD + j] = r_k z_j``)
+* Hessian diag  ``h = (q, q ⊗ z²)``       (``h[C + kD + j] = q_k z_j²``)
+* Gram identity ``<g_i, g_j> = (r_i · r_j)(1 + z_i · z_j)``.
+
+Internally the quantities are kept factorised as ``[C, D + 1]`` outer products (column 0 = bias), so
+nothing of size ``N x P`` is materialised unless :func:`per_sample_gradients` is called explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+__all__ = [
+    "LastLayerOutputs",
+    "extract_last_layer",
+    "find_last_layer",
+    "gradient_distances",
+    "gradient_gram",
+    "hessian_diagonal",
+    "per_sample_gradients",
+]
+
+
+def find_last_layer(model: nn.Module, last_layer: nn.Module | str | None = None) -> nn.Linear:
+    """The final ``nn.Linear`` of ``model``: ``last_layer`` (a submodule or its dotted name) or, by default,
+    the last ``nn.Linear`` in ``model.modules()``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``last_layer`` is neither a module nor a name.
+        ValueError: the model has no ``nn.Linear``, the named module does not exist, is not part of the
+            model or is not an ``nn.Linear``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if last_layer is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(
+                f"model ({type(model).__name__}) has no nn.Linear layer; coreset selection needs a final linear "
+                "classifier. Pass last_layer=<the nn.Linear producing the logits> (a module or its name)."
+            )
+        return linears[-1]
+    if isinstance(last_layer, str):
+        try:
+            module = model.get_submodule(last_layer)
+        except AttributeError as err:
+            raise ValueError(f"last_layer={last_layer!r} is not a submodule of the model") from err
+    elif isinstance(last_layer, nn.Module):
+        module = last_layer
+        if not any(m is module for m in model.modules()):
+            raise ValueError("last_layer is not a submodule of the model")
+    else:
+        raise TypeError(f"last_layer must be an nn.Linear, its dotted name or None, got {type(last_layer).__name__}")
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f"last_layer must be an nn.Linear, got {type(module).__name__}")
+    return module
+
+
+@dataclass
+class LastLayerOutputs:
+    """Head inputs and logits of a set of samples.
+
+    Attributes:
+        features: ``[N, D]`` float64, the input ``z`` of the final linear layer.
+        logits: ``[N, C]`` float64, the output of the final linear layer.
+        labels: ``[N]`` int64.
+        weight: ``[C, D]`` float64 copy of the head weight; ``bias``: ``[C]`` (zeros if the head has none).
+    """
+
+    features: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """``softmax(logits)`` ``[N, C]``."""
+        return torch.softmax(self.logits, dim=1)
+
+    @property
+    def residuals(self) -> torch.Tensor:
+        """``r = p - onehot(y)`` ``[N, C]`` (the gradient of CE w.r.t. the logits)."""
+        r = self.probs.clone()
+        r[torch.arange(len(r)), self.labels] -= 1.0
+        return r
+
+    @property
+    def curvatures(self) -> torch.Tensor:
+        """``q = p (1 - p)`` ``[N, C]`` (diagonal of the CE Hessian w.r.t. the logits)."""
+        p = self.probs
+        return p * (1.0 - p)
+
+    @property
+    def augmented_features(self) -> torch.Tensor:
+        """``z~ = (1, z)`` ``[N, D + 1]`` (the leading 1 multiplies the bias)."""
+        return torch.cat([torch.ones(len(self.features), 1, dtype=self.features.dtype), self.features], dim=1)
+
+    def subset(self, rows: torch.Tensor) -> LastLayerOutputs:
+        """The same quantities restricted to ``rows`` (positions into this object)."""
+        return LastLayerOutputs(self.features[rows], self.logits[rows], self.labels[rows], self.weight, self.bias)
+
+
+def _flatten_head(per_class: torch.Tensor, per_feature: torch.Tensor) -> torch.Tensor:
+    """``[N, C] x [N, D+1] -> [N, P]`` in the bias-first / row-major layout of the module docstring."""
+    bias = per_class * per_feature[:, :1]
+    weight = per_class[:, :, None] * per_feature[:, None, 1:]
+    return torch.cat([bias, weight.flatten(1)], dim=1)
+
+
+def per_sample_gradients(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample CE gradients w.r.t. the head ``(b, W)``, ``[N, C (D + 1)]`` (materialised; small N only)."""
+    out = LastLayerOutputs(features.double(), logits.double(), labels, torch.empty(0), torch.empty(0))
+    return _flatten_head(out.residuals, out.augmented_features)
+
+
+def hessian_diagonal(features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample diagonal of the CE Hessian w.r.t. ``(b, W)``, ``[N, C (D + 1)]``; independent of the label."""
+    labels = torch.zeros(len(logits), dtype=torch.long)
+    out = LastLayerOutputs(features.double(), logits.double(), labels, torch.empty(0), torch.empty(0))
+    return _flatten_head(out.curvatures, out.augmented_features**2)
+
+
+def gradient_gram(outputs: LastLayerOutputs) -> torch.Tensor:
+    """``G G^T`` of the per-sample head gradients, ``[N, N]`` float64, via ``(r_i·r_j)(1 + z_i·z_j)``."""
+    r, zt = outputs.residuals, outputs.augmented_features
+    return (r @ r.T) * (zt @ zt.T)
+
+
+def gradient_distances(outputs: LastLayerOutputs, gram: torch.Tensor | None = None) -> torch.Tensor:
+    """Pairwise Euclidean distances ``||g_i - g_j||_2`` ``[N, N]`` float64 (clamped at 0 before the root)."""
+    gram = gradient_gram(outputs) if gram is None else gram
+    sq = gram.diagonal()
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min_(0.0)
+    d2.fill_diagonal_(0.0)
+    return d2.sqrt_()
+
+
+def _distributed_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _restore_modes(model: nn.Module, modes: Sequence[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
+@torch.no_grad()
+def extract_last_layer(
+    model: nn.Module,
+    dataset: Dataset,
+    labels: torch.Tensor,
+    *,
+    last_layer: nn.Module | str | None = None,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> LastLayerOutputs:
+    """One forward pass over ``dataset`` (model in eval mode, restored afterwards) capturing the input and
+    output of the final linear layer with hooks (no model surgery).
+
+    When ``torch.distributed`` is initialised with several processes, batch ``b`` (fixed composition
+    ``[b * batch_size, (b + 1) * batch_size)``) is computed by rank ``b % world_size`` and the results are
+    summed across ranks, so every rank ends with the same tensors as a single process would compute.
+
+    Args:
+        dataset: map-style, items ``(image tensor, label, ...)``; ``labels``: its ``[N]`` labels.
+    Raises:
+        ValueError: the head is not the layer producing the model's output, or shapes disagree.
+    """
+    head = find_last_layer(model, last_layer)
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    n = len(dataset)
+    rank, world = _distributed_world()
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        captured["z"], captured["o"] = inputs[0], output
+
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    handle = head.register_forward_hook(hook)
+    features = logits = None
+    try:
+        starts = list(range(0, n, batch_size))
+        mine = [s for b, s in enumerate(starts) if b % world == rank]
+        for start in tqdm(mine, desc="last-layer features", disable=not progress, leave=False):
+            items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+            x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(device)
+            captured.clear()
+            out = model(x)
+            if "z" not in captured:
+                raise ValueError(
+                    f"the layer used as final linear layer ({head}) is not called by model.forward; pass "
+                    "last_layer=<the final nn.Linear> (a module or its dotted name)"
+                )
+            z, o = captured["z"], captured["o"]
+            final = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+            if isinstance(out, dict) and final is None:
+                final = out.get("logits")
+            if final is not None and (final.shape != o.shape or not torch.equal(final, o)):
+                raise ValueError(
+                    f"the last nn.Linear found ({head}) does not produce the model's output; pass "
+                    "last_layer=<the final nn.Linear> (a module or its dotted name)"
+                )
+            if z.ndim != 2:
+                raise ValueError(f"the final linear layer must receive [B, D] features, got {tuple(z.shape)}")
+            if features is None:
+                features = torch.zeros(n, z.shape[1], dtype=torch.float64)
+                logits = torch.zeros(n, o.shape[1], dtype=torch.float64)
+            features[start : start + len(items)] = z.detach().double().cpu()
+            logits[start : start + len(items)] = o.detach().double().cpu()
+    finally:
+        handle.remove()
+        _restore_modes(model, modes)
+    if world > 1:
+        dims = torch.tensor([0, 0] if features is None else list(features.shape[1:]) + list(logits.shape[1:]))
+        dist.all_reduce(dims, op=dist.ReduceOp.MAX)
+        if features is None:
+            features = torch.zeros(n, int(dims[0]), dtype=torch.float64)
+            logits = torch.zeros(n, int(dims[1]), dtype=torch.float64)
+        dist.all_reduce(features)  # every entry is non-zero on at most one rank: the sum is exact
+        dist.all_reduce(logits)
+    weight = head.weight.detach().double().cpu()
+    bias = head.bias.detach().double().cpu() if head.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    if logits.shape[1] != weight.shape[0]:
+        raise ValueError("captured logits do not match the head's out_features")
+    return LastLayerOutputs(features, logits, labels.clone(), weight, bias)
