@@ -3,10 +3,12 @@
 Every loss has the signature ``fn(student_logits, teacher_logits, mask=None, **options) -> 0-dim tensor``:
 logits ``[..., V]`` of any float dtype (computed in fp32, or fp64 for fp64 input), a bool ``mask`` ``[...]``
 (True = the position counts) and one token-level mean over the valid positions of the whole batch. Only the
-student receives gradient. ``get(name, **options)`` returns a configured loss.
+student receives gradient. ``get(name, **options)`` returns a configured loss, and ``chunked(name, ...)``
+computes any of them from hidden states and LM heads without materializing the ``[N, V]`` logits.
 """
 
 from .amid import amid
+from .chunked import DEFAULT_CHUNK_SIZE, chunked
 from .csd import csd
 from .divergences import (
     ab_divergence,
@@ -21,10 +23,12 @@ from .divergences import (
 from .registry import LOSS_NAMES, Loss, get, loss_options
 
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
     "LOSS_NAMES",
     "Loss",
     "ab_divergence",
     "amid",
+    "chunked",
     "csd",
     "forward_kl",
     "generalized_jsd",

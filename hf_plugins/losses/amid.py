@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .kernel import LogPair, TokenKernel, ab_terms, log_pair, masked_sum
+from .kernel import LogPair, LogSpaceKernel, ab_terms, ab_terms_grads, masked_sum, restrict
 from .reduction import apply_kernel
 from .validation import check_choice, check_finite_real, check_unit_interval
 
@@ -66,7 +66,7 @@ def assistant_log_probs(pair: LogPair, alpha: float, lam: float) -> tuple[Tensor
     return torch.where(pair.support, lr, torch.zeros((), dtype=lr.dtype, device=lr.device)), w
 
 
-class AMiDKernel(TokenKernel):
+class AMiDKernel(LogSpaceKernel):
     """Per-token AMiD loss; see the module docstring for the options."""
 
     name = "amid"
@@ -105,15 +105,32 @@ class AMiDKernel(TokenKernel):
             "rq": (lr, pair.lq),
         }[self.order]
 
-    def value(self, b: Tensor, a: Tensor) -> Tensor:
-        pair = log_pair(b, a)
-        lr, _ = assistant_log_probs(pair, self.alpha, self.lam)
+    def _evaluate(self, pair: LogPair, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        lr, w = assistant_log_probs(pair, self.alpha, self.lam)
         l_x, l_y = self._arguments(pair, lr)
+        if not with_grad:
+            if self.divergence == "kl":
+                terms = l_x.exp() * (l_x - l_y)
+            else:
+                terms = ab_terms(l_x, l_y, self.ab_alpha, self.ab_beta)
+            return masked_sum(terms, pair.support), None
         if self.divergence == "kl":
-            terms = l_x.exp() * (l_x - l_y)
+            x = l_x.exp()
+            terms, grad_x, grad_y = x * (l_x - l_y), x * (l_x - l_y + 1.0), -x
         else:
-            terms = ab_terms(l_x, l_y, self.ab_alpha, self.ab_beta)
-        return masked_sum(terms, pair.support)
+            terms, grad_x, grad_y = ab_terms_grads(l_x, l_y, self.ab_alpha, self.ab_beta)
+        grad_x, grad_y = restrict(grad_x, pair.support), restrict(grad_y, pair.support)
+        # split d D / d(log X), d(log Y) into the direct log q part and the log r part
+        grad_lq, grad_lr = {
+            "pr": (None, grad_y),
+            "qr": (grad_x, grad_y),
+            "rp": (None, grad_x),
+            "rq": (grad_y, grad_x),
+        }[self.order]
+        r = restrict(lr.exp(), pair.support)
+        grad_u = grad_lr - r * grad_lr.sum(-1, keepdim=True)  # through log r = log_softmax(u)
+        through_r = w * grad_u  # u depends on log q elementwise: du/dlog q = w
+        return masked_sum(terms, pair.support), through_r if grad_lq is None else grad_lq + through_r
 
 
 def amid(

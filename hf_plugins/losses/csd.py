@@ -89,17 +89,32 @@ class CSDKernel(TokenKernel):
             d = torch.where(support, d, torch.zeros((), dtype=d.dtype, device=d.device))
         return d
 
-    def value(self, b: Tensor, a: Tensor) -> Tensor:
+    def _evaluate(self, b: Tensor, a: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
         support = support_of(b, a)
         w1, w2, total1, total2 = self._weights(b, a, support)
         d = self._residual(b, a, support)
+        scale = total1 * total2
         mean1 = (w1 * d).sum(-1, keepdim=True)
-        var1 = (w1 * (d - mean1) ** 2).sum(-1)
+        centered1 = d - mean1
+        var1 = (w1 * centered1**2).sum(-1)
         if self.weights[0] == self.weights[1]:
-            return total1 * total2 * var1
+            value = scale * var1
+            return value, (2.0 * scale.unsqueeze(-1) * w1 * centered1 if with_grad else None)
         mean2 = (w2 * d).sum(-1, keepdim=True)
-        var2 = (w2 * (d - mean2) ** 2).sum(-1)
-        return 0.5 * total1 * total2 * (var1 + var2 + (mean1 - mean2).squeeze(-1) ** 2)
+        centered2 = d - mean2
+        var2 = (w2 * centered2**2).sum(-1)
+        value = 0.5 * scale * (var1 + var2 + (mean1 - mean2).squeeze(-1) ** 2)
+        if not with_grad:
+            return value, None
+        # paper gradient: w2 (d - E_w1 d) + w1 (d - E_w2 d), times W1 W2
+        return value, scale.unsqueeze(-1) * (w2 * centered1 + w1 * centered2)
+
+    def value(self, b: Tensor, a: Tensor) -> Tensor:
+        return self._evaluate(b, a, False)[0]
+
+    @torch.no_grad()
+    def value_and_grad(self, b: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        return self._evaluate(b, a, True)
 
 
 def csd(

@@ -21,12 +21,14 @@ from torch import Tensor
 
 __all__ = [
     "LogPair",
+    "LogSpaceKernel",
     "TokenKernel",
     "ab_terms",
     "ab_terms_grads",
     "log_mixture",
     "log_pair",
     "masked_sum",
+    "restrict",
     "softmax_backward",
     "support_of",
 ]
@@ -47,7 +49,10 @@ class TokenKernel:
         raise NotImplementedError
 
     def value_and_grad(self, b: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-token values ``[N]`` and their gradient with respect to ``b`` (``[N, V]``), both detached."""
+        """Per-token values ``[N]`` and their gradient with respect to ``b`` (``[N, V]``), both detached.
+
+        This default differentiates ``value`` with autograd; kernels with a closed form override it.
+        """
         with torch.enable_grad():
             b = b.detach().requires_grad_(True)
             values = self.value(b, a)
@@ -57,6 +62,25 @@ class TokenKernel:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{self.name}({opts})"
+
+
+class LogSpaceKernel(TokenKernel):
+    """A kernel given by ``_evaluate(pair, with_grad)``: per-token values and, on request, ``d value / d log q``.
+
+    The gradient with respect to the logits then follows through the log-softmax Jacobian, in closed form.
+    """
+
+    def _evaluate(self, pair: LogPair, with_grad: bool) -> tuple[Tensor, Tensor | None]:  # pragma: no cover
+        raise NotImplementedError
+
+    def value(self, b: Tensor, a: Tensor) -> Tensor:
+        return self._evaluate(log_pair(b, a), False)[0]
+
+    @torch.no_grad()
+    def value_and_grad(self, b: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        pair = log_pair(b, a)
+        values, grad_lq = self._evaluate(pair, True)
+        return values, softmax_backward(restrict(grad_lq, pair.support), pair.q_all)
 
 
 def support_of(b: Tensor, a: Tensor) -> Tensor | None:
@@ -72,9 +96,7 @@ def support_of(b: Tensor, a: Tensor) -> Tensor | None:
 
 def masked_sum(terms: Tensor, support: Tensor | None) -> Tensor:
     """Sum ``[N, V] -> [N]`` over the vocabulary entries inside the support."""
-    if support is not None:
-        terms = torch.where(support, terms, torch.zeros((), dtype=terms.dtype, device=terms.device))
-    return terms.sum(-1)
+    return restrict(terms, support).sum(-1)
 
 
 @dataclass
@@ -82,6 +104,7 @@ class LogPair:
     """Teacher/student log-probabilities and probabilities of the valid rows, ``[N, V]`` each.
 
     Outside the support, ``lp``/``lq`` hold 0 (so products never meet ``0 * inf``) and ``p``/``q`` hold 0.
+    ``q_all`` is the student softmax over the whole vocabulary (the Jacobian of ``lq`` needs it).
     """
 
     lp: Tensor
@@ -89,6 +112,7 @@ class LogPair:
     p: Tensor
     q: Tensor
     support: Tensor | None
+    q_all: Tensor
 
 
 def log_pair(b: Tensor, a: Tensor) -> LogPair:
@@ -96,13 +120,19 @@ def log_pair(b: Tensor, a: Tensor) -> LogPair:
     support = support_of(b, a)
     lq = torch.log_softmax(b, dim=-1)
     lp = torch.log_softmax(a.detach(), dim=-1)
-    if support is not None:
-        zero = torch.zeros((), dtype=lq.dtype, device=lq.device)
-        lq, lp = torch.where(support, lq, zero), torch.where(support, lp, zero)
-        return LogPair(
-            lp, lq, torch.where(support, lp.exp(), zero), torch.where(support, lq.exp(), zero), support
-        )
-    return LogPair(lp, lq, lp.exp(), lq.exp(), None)
+    if support is None:
+        q = lq.exp()
+        return LogPair(lp, lq, lp.exp(), q, None, q)
+    q_all = lq.exp()
+    lq, lp = restrict(lq, support), restrict(lp, support)
+    return LogPair(lp, lq, restrict(lp.exp(), support), restrict(q_all, support), support, q_all)
+
+
+def restrict(x: Tensor, support: Tensor | None, fill: float = 0.0) -> Tensor:
+    """``x`` inside the support, ``fill`` outside (no-op when every entry is inside)."""
+    if support is None:
+        return x
+    return torch.where(support, x, torch.full((), fill, dtype=x.dtype, device=x.device))
 
 
 def log_mixture(l_x: Tensor, l_y: Tensor, weight_x: float) -> Tensor:
@@ -144,21 +174,27 @@ def ab_terms(l_x: Tensor, l_y: Tensor, alpha: float, beta: float) -> Tensor:
     )
 
 
-def ab_terms_grads(l_x: Tensor, l_y: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor]:
-    """Partial derivatives of ``ab_terms`` with respect to ``l_x`` and ``l_y`` (elementwise, ``[N, V]`` each)."""
+def ab_terms_grads(l_x: Tensor, l_y: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``ab_terms`` and its partial derivatives with respect to ``l_x`` and ``l_y`` (``[N, V]`` each)."""
     a0, b0, s0 = abs(alpha) < AB_ZERO, abs(beta) < AB_ZERO, abs(alpha + beta) < AB_ZERO
     if a0 and b0:
         diff = l_y - l_x
-        return -diff, diff
+        return 0.5 * diff**2, -diff, diff
     if a0:
-        y_b = torch.exp(beta * l_y)
-        return (torch.exp(beta * l_x) - y_b) / beta, y_b * (l_y - l_x)
+        y_b, x_b = torch.exp(beta * l_y), torch.exp(beta * l_x)
+        diff = l_y - l_x
+        return (y_b * (beta * diff - 1.0) + x_b) / beta**2, (x_b - y_b) / beta, y_b * diff
     if b0:
-        x_a = torch.exp(alpha * l_x)
-        return x_a * (l_x - l_y), (torch.exp(alpha * l_y) - x_a) / alpha
+        x_a, y_a = torch.exp(alpha * l_x), torch.exp(alpha * l_y)
+        diff = l_x - l_y
+        return (x_a * (alpha * diff - 1.0) + y_a) / alpha**2, x_a * diff, (y_a - x_a) / alpha
     if s0:
-        g_y = (1.0 - torch.exp(-alpha * (l_y - l_x))) / alpha
-        return -g_y, g_y
+        delta = l_y - l_x
+        expo = torch.exp(-alpha * delta)
+        g_y = (1.0 - expo) / alpha
+        return (alpha * delta + expo - 1.0) / alpha**2, -g_y, g_y
     total = alpha + beta
     cross = torch.exp(alpha * l_x + beta * l_y)
-    return -(cross - torch.exp(total * l_x)) / beta, -(cross - torch.exp(total * l_y)) / alpha
+    x_s, y_s = torch.exp(total * l_x), torch.exp(total * l_y)
+    terms = -(cross - (alpha / total) * x_s - (beta / total) * y_s) / (alpha * beta)
+    return terms, -(cross - x_s) / beta, -(cross - y_s) / alpha
