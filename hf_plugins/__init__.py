@@ -16,6 +16,11 @@ _EXPORTS: dict[str, str] = {
     "TINY_SIZES": "tiny_models",
     "tiny_causal_lm": "tiny_models",
     "train_bpe_tokenizer": "tokenizer",
+    **dict.fromkeys(
+        ["AMiDConfig", "AMiDTrainer", "CSDConfig", "CSDTrainer", "KDConfig", "KDTrainer", "AMiDOnPolicyConfig",
+         "AMiDOnPolicyTrainer", "CSDOnPolicyConfig", "CSDOnPolicyTrainer", "KDOnPolicyConfig", "KDOnPolicyTrainer"],
+        "trainers",
+    ),
 }
 
 __all__ = sorted(_EXPORTS)

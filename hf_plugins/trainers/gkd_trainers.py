@@ -1,0 +1,283 @@
+"""``KDTrainer``, ``AMiDTrainer``, ``CSDTrainer``: drop-in subclasses of ``trl.experimental.gkd.GKDTrainer``.
+
+Same constructor as ``GKDTrainer``; swapping the class (and config) name in a GKD script is the migration.
+Inherited unchanged: GKD's on-policy mixing (``lmbda``), ``seq_kd``, the ChatML collator, PEFT, gradient
+accumulation, mixed precision and accelerate/DeepSpeed. Replaced: the loss (``compute_loss``), plus the
+student-data schedules ``imitkd`` / ``distillm`` selected by ``args.student_data``.
+
+Gradient accumulation: on dataset batches the loss is ``sum / num_items_in_batch`` (exactly as GKD); on
+batches replaced by generated text transformers' ``num_items_in_batch`` counts the replaced labels, so the
+local token mean divided by the accumulation steps is used instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl.experimental.gkd import GKDTrainer
+from trl.models.utils import _ForwardRedirection, unwrap_model_for_generation
+from trl.trainer.sft_trainer import SFTTrainer
+
+from .configs import AMiDConfig, CSDConfig, KDConfig
+from .data_formats import to_chatml_collator_format
+from .loss_computation import LossTerms, chunked_terms, full_logit_terms, load_loss
+from .student_data import StudentDataSchedule
+from .vocabulary import check_teacher_tokenizer, check_vocabularies, head_rows
+
+__all__ = ["AMiDTrainer", "CSDTrainer", "KDTrainer"]
+
+
+class KDTrainer(GKDTrainer):
+    """GKD's trainer with any divergence of ``hf_plugins.losses`` (``KDConfig(loss=..., loss_options=...)``).
+
+    Args: exactly those of ``GKDTrainer`` (``model``, ``teacher_model``, ``args``, ``data_collator``,
+    ``train_dataset``, ``eval_dataset``, ``processing_class``, ...). ``args`` must be a ``KDConfig`` (or
+    ``AMiDConfig`` / ``CSDConfig`` for those classes); ``processing_class`` is the tokenizer shared by teacher
+    and student. Datasets: ``messages`` or ``prompt``/``completion`` (see ``data_formats``).
+
+    Logs (besides the Trainer's ``loss``): ``distill_loss``, ``teacher_student_kl``, ``student_entropy``,
+    ``nll`` and, with ``sft_weight > 0``, ``sft_loss``.
+    """
+
+    _tag_names = ["trl", "gkd", "hf_plugins", "kd"]
+    _name = "KD"
+    _config_class = KDConfig
+
+    def __init__(
+        self,
+        model=None,
+        teacher_model=None,
+        args=None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        preprocess_logits_for_metrics=None,
+        peft_config=None,
+        formatting_func=None,
+    ):
+        if not isinstance(args, self._config_class):
+            raise TypeError(f"args must be a {self._config_class.__name__}, got {type(args).__name__}")
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer shared by teacher and student) is required")
+        if teacher_model is None:
+            raise ValueError("teacher_model is required (a model or a path)")
+        if data_collator is None:
+            train_dataset = to_chatml_collator_format(train_dataset, processing_class, "train_dataset")
+            eval_dataset = to_chatml_collator_format(eval_dataset, processing_class, "eval_dataset")
+        if args.student_data == "distillm" and (eval_dataset is None or args.eval_strategy == "no"):
+            raise ValueError(
+                "student_data='distillm' needs eval_dataset and an eval_strategy other than 'no': its threshold "
+                "is driven by the validation NLL"
+            )
+        self.loss_name, self.loss_options, self.loss_fn = load_loss(args)
+        teacher_path = teacher_model if isinstance(teacher_model, str) else None
+        if teacher_path is not None:
+            check_teacher_tokenizer(processing_class, teacher_path)
+
+        # GKD requires config.vocab_size equality; we accept padded heads (sliced to len(tokenizer)) and check
+        # the real vocabulary ourselves, so the teacher's config is aligned for GKD's check only.
+        patched = None
+        if teacher_path is None and model is not None and not isinstance(model, str):
+            check_vocabularies(model, teacher_model, processing_class)
+            s_cfg, t_cfg = model.config.get_text_config(), teacher_model.config.get_text_config()
+            if s_cfg.vocab_size != t_cfg.vocab_size:
+                patched = (t_cfg, t_cfg.vocab_size)
+                t_cfg.vocab_size = s_cfg.vocab_size
+        try:
+            super().__init__(
+                model=model,
+                teacher_model=teacher_model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                peft_config=peft_config,
+                formatting_func=formatting_func,
+            )
+        finally:
+            if patched is not None:
+                patched[0].vocab_size = patched[1]
+        unwrapped_teacher = self.accelerator.unwrap_model(self.teacher_model)
+        self.vocab_size = check_vocabularies(self.model, unwrapped_teacher, processing_class)
+        self._forward_redirection = _ForwardRedirection()
+        self._dataset_input_ids = None
+        self.student_data_schedule = None
+        if args.student_data != "gkd":
+            self.student_data_schedule = StudentDataSchedule(
+                args.student_data,
+                capacity=args.replay_capacity,
+                init_threshold=args.distillm_init_threshold,
+                threshold_step=args.distillm_threshold_step,
+                loss_eps=args.distillm_loss_eps,
+                seed=args.seed + self.accelerator.process_index,
+            )
+        self.head_rows = (head_rows(self.model), head_rows(unwrapped_teacher))
+
+    # ------------------------------------------------------------------ loss
+    def _chunked_forward(self, unwrapped, inputs):
+        """Runs inside the student's wrapper (DDP/FSDP see a forward): backbones + chunked loss terms."""
+        ids, att = inputs["input_ids"], inputs["attention_mask"]
+        student_backbone = unwrapped.base_model
+        if hasattr(unwrapped, "peft_config"):
+            student_backbone = unwrapped.base_model.model.base_model
+        hs = student_backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        with torch.no_grad():
+            ht = teacher.base_model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
+        student_head = unwrapped.get_output_embeddings()
+        return chunked_terms(
+            self.loss_name,
+            self.loss_options,
+            hs,
+            student_head,
+            ht,
+            teacher.get_output_embeddings(),
+            inputs["labels"][:, 1:],
+            self.vocab_size,
+            self.args.loss_chunk_size,
+            need_nll=True,
+        )
+
+    def _loss_terms(self, model, inputs) -> tuple[LossTerms, object]:
+        self.teacher_model.eval()
+        if self.args.loss_chunk_size is not None:
+            unwrapped = self.accelerator.unwrap_model(model)
+            terms = self._forward_redirection(model, unwrapped, self._chunked_forward, unwrapped, inputs)
+            return terms, None
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        with torch.no_grad():
+            teacher_logits = self.teacher_model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+            ).logits
+        need_nll = self.args.sft_weight > 0 or not model.training or self.student_data_schedule is not None
+        terms = full_logit_terms(
+            self.loss_fn, outputs.logits, teacher_logits, inputs["labels"], self.vocab_size, need_nll
+        )
+        return terms, outputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Distillation loss on completion tokens (+ ``sft_weight`` x NLL), scaled for gradient accumulation."""
+        terms, outputs = self._loss_terms(model, inputs)
+        mean_loss = terms.distill
+        if self.args.sft_weight > 0:
+            mean_loss = mean_loss + self.args.sft_weight * terms.nll
+        if not torch.isfinite(terms.distill):
+            raise FloatingPointError(f"non-finite distillation loss {terms.distill.item()} ({self.loss_name})")
+        self._record(terms)
+
+        loss = mean_loss
+        if model.training and num_items_in_batch is not None:
+            regenerated = inputs["input_ids"] is not self._dataset_input_ids
+            if regenerated:
+                loss = mean_loss / self.current_gradient_accumulation_steps
+            else:
+                if torch.is_tensor(num_items_in_batch):
+                    num_items_in_batch = num_items_in_batch.to(mean_loss.device)
+                loss = mean_loss * terms.n_valid / num_items_in_batch
+                if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                    loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    def _record(self, terms: LossTerms) -> None:
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        n = gather(terms.n_valid.reshape(1)).sum()
+        denom = n.clamp_min(1)
+        m = self._metrics[mode]
+        m["distill_loss"].append(gather(terms.distill.detach().float().reshape(1) * terms.n_valid).sum().item() / denom.item())
+        m["teacher_student_kl"].append((gather(terms.kl_sum.reshape(1)).sum() / denom).item())
+        m["student_entropy"].append((gather(terms.entropy_sum.reshape(1)).sum() / denom).item())
+        if terms.nll is not None:
+            nll = (gather(terms.nll.detach().float().reshape(1) * terms.n_valid).sum() / denom).item()
+            m["nll"].append(nll)
+            if self.args.sft_weight > 0:
+                m["sft_loss"].append(nll)
+
+    # ----------------------------------------------------------- data source
+    def _generate(self, model, inputs, use_teacher: bool = False) -> None:
+        source = self.teacher_model if use_teacher else model
+        kwargs = {} if use_teacher else {"gradient_checkpointing_kwargs": self.args.gradient_checkpointing_kwargs}
+        with unwrap_model_for_generation(
+            source, self.accelerator, generation_kwargs=self.generation_kwargs, **kwargs
+        ) as unwrapped:
+            ids, att, labels = self.generate_on_policy_outputs(unwrapped, inputs, self.generation_config)
+        inputs["input_ids"], inputs["attention_mask"], inputs["labels"] = ids, att, labels
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """GKD's step for ``student_data='gkd'``; the ImitKD / DistiLLM schedules otherwise."""
+        self._dataset_input_ids = inputs["input_ids"]
+        schedule = self.student_data_schedule
+        if schedule is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        action = schedule.choose(self.state.global_step, self.state.max_steps)
+        if action in ("generate", "generate_replay"):
+            self._generate(model, inputs)
+            schedule.buffer.push(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+        if action in ("replay", "generate_replay"):
+            batch = schedule.buffer.sample(
+                inputs["input_ids"].shape[0], self.processing_class.pad_token_id, inputs["input_ids"].device
+            )
+            inputs = {**inputs, **batch}
+        return SFTTrainer.training_step(self, model, inputs, num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        vals = self._metrics["eval"].get("nll")
+        if mode == "eval" and self.student_data_schedule is not None and vals:
+            self.student_data_schedule.update(sum(vals) / len(vals))
+        super().log(logs, start_time)
+        if self.student_data_schedule is not None:
+            self.state.log_history[-1]["student_data_threshold"] = self.student_data_schedule.threshold
+
+    # ------------------------------------------------------- save / resume
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.student_data_schedule is not None:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            rank_dir = folder / f"student_data_rank{self.accelerator.process_index}"
+            self.student_data_schedule.save(rank_dir)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; on resume also restores the student-data schedule and replay buffer."""
+        path = resume_from_checkpoint
+        if path is True:
+            path = get_last_checkpoint(self.args.output_dir)
+        if isinstance(path, (str, os.PathLike)) and self.student_data_schedule is not None:
+            rank_dir = Path(path) / f"student_data_rank{self.accelerator.process_index}"
+            if not rank_dir.is_dir():
+                raise ValueError(f"checkpoint {path} has no student-data state ({rank_dir.name}) to resume from")
+            self.student_data_schedule.load(rank_dir)
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+        )
+
+
+class AMiDTrainer(KDTrainer):
+    """``GKDTrainer`` drop-in training with AMiD (alpha-mixture assistant distribution); ``args``: ``AMiDConfig``."""
+
+    _tag_names = ["trl", "gkd", "hf_plugins", "amid"]
+    _name = "AMiD"
+    _config_class = AMiDConfig
+
+
+class CSDTrainer(KDTrainer):
+    """``GKDTrainer`` drop-in training with CSD (concrete score distillation); ``args``: ``CSDConfig``.
+
+    ``distill_loss`` logs the CSD value itself, not the stop-gradient surrogate the gradient comes from.
+    """
+
+    _tag_names = ["trl", "gkd", "hf_plugins", "csd"]
+    _name = "CSD"
+    _config_class = CSDConfig
