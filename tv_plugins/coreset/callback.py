@@ -49,7 +49,7 @@ class CoresetCallback(TrainerCallback):
     ``callbacks=``. ``train_dataset`` and the sampler's ``dataset`` must be index-aligned views of the same
     data (e.g. a dict-returning view for the Trainer and an ``(image, label)`` view for selection).
 
-    Logged: ``coreset_selections`` (number of selections so far) at every log step.
+    The selections made are in ``sampler.history`` (epoch, indices, weights per selection).
     """
 
     def __init__(self, sampler: CoresetSampler) -> None:
@@ -82,8 +82,3 @@ class CoresetCallback(TrainerCallback):
                        model: nn.Module | None = None, **kwargs: Any) -> None:
         if model is not None:
             self.sampler.model = model
-
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if logs is not None:
-            logs["coreset_selections"] = len(self.sampler.history)
