@@ -1,1 +1,30 @@
-"""diffusers_plugins: diffusion rejection sampling (DiffRS) as a diffusers pipeline."""
+"""diffusers_plugins: diffusion rejection sampling (DiffRS) as a diffusers pipeline.
+
+Importing the package registers the component modules in ``sys.modules``, which diffusers 0.42
+requires before ``from_pretrained`` can resolve ``diffusers_plugins.discriminator`` from a saved
+``model_index.json``.
+"""
+
+from pathlib import Path
+
+from diffusers_plugins.discriminator import TimeDependentDiscriminator
+from diffusers_plugins.discriminator_training import train_discriminator
+from diffusers_plugins.level_tables import SUPPORTED_SCHEDULER_NAMES, LevelTables
+from diffusers_plugins.pipeline import DiffRSPipeline, DiffRSPipelineOutput
+from diffusers_plugins.rejection_sampler import RejectionSampler, SampleStreams, acceptance_test
+
+CUSTOM_PIPELINE_FILE = str(Path(__file__).with_name("pipeline.py"))
+"""Pass as ``custom_pipeline=`` to ``DiffusionPipeline.from_pretrained`` (with ``trust_remote_code=True``)."""
+
+__all__ = [
+    "CUSTOM_PIPELINE_FILE",
+    "SUPPORTED_SCHEDULER_NAMES",
+    "DiffRSPipeline",
+    "DiffRSPipelineOutput",
+    "LevelTables",
+    "RejectionSampler",
+    "SampleStreams",
+    "TimeDependentDiscriminator",
+    "acceptance_test",
+    "train_discriminator",
+]

@@ -1,0 +1,125 @@
+"""Training the time-dependent discriminator (DG / DiffRS recipe, spec C).
+
+Real samples (label 1) and base-sampler samples (label 0) are diffused to a noise level drawn per
+sample and the discriminator is trained with binary cross-entropy on its logit; a feature UNet (from
+:meth:`TimeDependentDiscriminator.from_unet`) stays frozen, only the head trains. Noise levels are
+drawn uniformly from the ``N + 1`` levels of the sampler DiffRS will wrap (``scheduler`` at
+``num_inference_steps``), i.e. exactly where the discriminator is evaluated, instead of DG's
+importance sampling over continuous VP time (the levels are known in a diffusers pipeline).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from diffusers_plugins.level_tables import LevelTables
+
+
+def _as_dataset(data, name: str) -> Dataset:
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 4:
+            raise ValueError(f"{name} as a tensor must have shape [N, C, H, W], got {tuple(data.shape)}")
+        return TensorDataset(data)
+    if isinstance(data, Dataset):
+        return data
+    raise TypeError(f"{name} must be a torch Dataset or a [N, C, H, W] tensor, got {type(data).__name__}")
+
+
+def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
+    if len(dataset) < 1:
+        raise ValueError("datasets must not be empty")
+    loader = DataLoader(
+        dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, generator=generator, drop_last=True
+    )
+    while True:
+        yield from loader
+
+
+def _split(batch, needs_labels: bool, name: str):
+    if isinstance(batch, (list, tuple)):
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 else None
+    else:
+        x, y = batch, None
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"{name} must yield image tensors [C, H, W] (optionally with a label)")
+    if needs_labels and y is None:
+        raise ValueError(f"the discriminator is class-conditional: {name} must yield (image, label) pairs")
+    return x, (torch.as_tensor(y).long() if needs_labels else None)
+
+
+def train_discriminator(
+    discriminator,
+    real_dataset,
+    generated_dataset,
+    scheduler,
+    num_inference_steps: int = 50,
+    num_steps: int = 500,
+    batch_size: int = 64,
+    learning_rate: float = 3e-4,
+    weight_decay: float = 1e-7,
+    input_range: tuple[float, float] = (-1.0, 1.0),
+    seed: int = 0,
+    show_progress: bool = True,
+):
+    """Train ``discriminator`` to tell diffused real samples from diffused base-sampler samples.
+
+    Args:
+        discriminator: a :class:`~diffusers_plugins.TimeDependentDiscriminator` (trained in place).
+        real_dataset, generated_dataset: torch datasets yielding ``image [C, H, W]`` or
+            ``(image, label)`` (labels needed for class-conditional discriminators), or tensors
+            ``[N, C, H, W]``. ``generated_dataset`` holds outputs of the base sampler being corrected.
+        scheduler: the sampler's scheduler; its levels at ``num_inference_steps`` are the noise levels.
+        num_inference_steps: the step count DiffRS will sample with.
+        num_steps: optimiser steps; each sees ``batch_size`` real and ``batch_size`` generated samples.
+        learning_rate, weight_decay: Adam settings (DG: 3e-4, 1e-7).
+        input_range: the value range of both datasets; mapped linearly to the model's [-1, 1].
+        seed: seeds shuffling, noise levels and noise (same seed -> same model and history).
+        show_progress: show a tqdm bar.
+
+    Returns:
+        ``(discriminator, history)`` where ``history`` is the list of per-step BCE losses (nats).
+    """
+    for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    lo, hi = (float(v) for v in input_range)
+    if not hi > lo:
+        raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
+    real = _as_dataset(real_dataset, "real_dataset")
+    fake = _as_dataset(generated_dataset, "generated_dataset")
+    device = next(discriminator.parameters()).device
+    sigmas = LevelTables(scheduler, num_inference_steps, "cpu").sigma.to(device)
+    needs_labels = bool(getattr(discriminator, "is_class_conditional", False))
+    gen = torch.Generator().manual_seed(seed)
+    real_iter = _batches(real, batch_size, torch.Generator().manual_seed(seed + 1))
+    fake_iter = _batches(fake, batch_size, torch.Generator().manual_seed(seed + 2))
+    params = [p for p in discriminator.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=learning_rate, weight_decay=weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    history: list[float] = []
+    discriminator.train()
+    for _ in tqdm(range(num_steps), desc="discriminator", disable=not show_progress):
+        xr, yr = _split(next(real_iter), needs_labels, "real_dataset")
+        xf, yf = _split(next(fake_iter), needs_labels, "generated_dataset")
+        x0 = torch.cat([xr, xf]).to(device=device, dtype=torch.float32)
+        x0 = (x0 - lo) / (hi - lo) * 2 - 1
+        target = torch.cat([torch.ones(len(xr)), torch.zeros(len(xf))]).to(device)
+        level = torch.randint(0, sigmas.numel(), (len(x0),), generator=gen).to(device)
+        sigma = sigmas[level]
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        labels = torch.cat([yr, yf]).to(device) if needs_labels else None
+        logit = discriminator(x0 + sigma.view(-1, 1, 1, 1) * noise, sigma, class_labels=labels)
+        loss = loss_fn(logit, target)
+        if not torch.isfinite(loss):
+            raise RuntimeError("discriminator training diverged (non-finite loss); lower learning_rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    discriminator.eval()
+    return discriminator, history

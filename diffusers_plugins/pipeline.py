@@ -1,0 +1,380 @@
+"""``DiffRSPipeline``: diffusion rejection sampling around a user's UNet and stock scheduler.
+
+Load a saved pipeline with the plain diffusers loader (offline)::
+
+    import diffusers_plugins  # registers the discriminator class for from_pretrained
+    pipe = DiffusionPipeline.from_pretrained(path, custom_pipeline=diffusers_plugins.CUSTOM_PIPELINE_FILE,
+                                             trust_remote_code=True)
+
+This module only uses absolute imports so that diffusers can load the file itself as a custom
+pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, UNet2DModel
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from diffusers_plugins.discriminator import TimeDependentDiscriminator
+from diffusers_plugins.level_tables import LevelTables, check_supported_scheduler
+from diffusers_plugins.rejection_sampler import (
+    RejectionSampler,
+    SampleStreams,
+    thresholds_from_statistics,
+)
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+@dataclass
+class DiffRSPipelineOutput(BaseOutput):
+    """Images and the cost/acceptance statistics of one DiffRS call (``B`` images, ``N`` levels).
+
+    Attributes:
+        images: ``B`` PIL images, a ``[B, H, W, C]`` float array in [0, 1] (``"np"``) or a
+            ``[B, C, H, W]`` tensor in [0, 1] (``"pt"``), in sample order.
+        nfe: ``[B]`` int, all UNet calls spent on each image, discarded restarts included.
+        trajectory_nfe: ``[B]`` int, UNet calls of the emitted trajectory (base sampler: the same for all).
+        discriminator_evals: ``[B]`` int, discriminator calls per image (not counted in ``nfe``).
+        rejections: ``[B]`` int, failed acceptance tests per image.
+        restarts: ``[B]`` int, trajectories abandoned because of ``max_nfe_per_sample``.
+        acceptance_per_level: ``[N+1]`` float, accepted / tested at each level (1.0 where untested).
+        tests_per_level: ``[N+1]`` int, acceptance tests at each level.
+        total_nfe: all UNet calls of the call (``nfe.sum()``).
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    nfe: np.ndarray
+    trajectory_nfe: np.ndarray
+    discriminator_evals: np.ndarray
+    rejections: np.ndarray
+    restarts: np.ndarray
+    acceptance_per_level: np.ndarray
+    tests_per_level: np.ndarray
+    total_nfe: int
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(obj).hexdigest()[:12]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class DiffRSPipeline(DiffusionPipeline):
+    """Diffusion rejection sampling (Na et al., ICML 2024) for ``UNet2DModel`` + a stock scheduler.
+
+    Modules: ``unet`` (a ``UNet2DModel``, optionally class-conditional), ``scheduler`` (one of
+    DDPMScheduler, DDIMScheduler (eta = 0), EulerDiscreteScheduler, EDMEulerScheduler,
+    HeunDiscreteScheduler), ``discriminator`` (a :class:`TimeDependentDiscriminator` or ``None``:
+    exactly the base sampler). ``calibration`` holds the warm-up statistics written by
+    :meth:`calibrate`, keyed by :meth:`calibration_key`; it is saved in ``model_index.json``.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _optional_components = ["discriminator"]
+    _exclude_from_cpu_offload = ["discriminator"]
+
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler,
+        discriminator: TimeDependentDiscriminator | None = None,
+        calibration: dict | None = None,
+    ):
+        super().__init__()
+        check_supported_scheduler(scheduler)
+        if discriminator is not None and not callable(discriminator):
+            raise TypeError("discriminator must be a TimeDependentDiscriminator (or a module) or None")
+        self.register_modules(unet=unet, scheduler=scheduler, discriminator=discriminator)
+        self.register_to_config(calibration=dict(calibration or {}))
+
+    # ------------------------------------------------------------------ calibration keys
+    def calibration_key(self, num_inference_steps: int) -> str:
+        """Key of the thresholds for this scheduler (class + config), step count and discriminator weights."""
+        sched_cfg = {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
+        sched = _fingerprint(json.dumps(sched_cfg, sort_keys=True, default=str).encode())
+        disc = "none"
+        if self.discriminator is not None:
+            h = hashlib.sha256()
+            for name, tensor in sorted(self.discriminator.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+            disc = h.hexdigest()[:12]
+        return f"{type(self.scheduler).__name__}/steps={num_inference_steps}/scheduler={sched}/discriminator={disc}"
+
+    def thresholds(
+        self, num_inference_steps: int, rejection_percentile: float = 0.75, clamp_log_m: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_m [N+1], log_m_transition [N+1])`` float64 from the stored calibration."""
+        key = self.calibration_key(num_inference_steps)
+        entry = self.config.calibration.get(key)
+        if entry is None:
+            raise ValueError(
+                f"no calibration for num_inference_steps={num_inference_steps} with this scheduler and "
+                f"discriminator (key {key!r}); call pipe.calibrate(num_samples=..., "
+                f"num_inference_steps={num_inference_steps}) first. Stored keys: {sorted(self.config.calibration)}"
+            )
+        marginal = torch.tensor(entry["marginal"], dtype=torch.float32).T
+        transition = torch.tensor(entry["transition"], dtype=torch.float32).T
+        log_m = thresholds_from_statistics(marginal, rejection_percentile, clamp_log_m)
+        return log_m, thresholds_from_statistics(transition, rejection_percentile, clamp_log_m)
+
+    # ------------------------------------------------------------------ input checks
+    def _num_classes(self) -> int | None:
+        n = self.unet.config.num_class_embeds
+        if n is None and self.discriminator is not None:
+            n = getattr(self.discriminator.config, "num_class_embeds", None)
+        return n
+
+    def _needs_labels(self) -> bool:
+        disc = self.discriminator is not None and getattr(self.discriminator, "is_class_conditional", False)
+        return self.unet.class_embedding is not None or disc
+
+    def _check_labels(self, class_labels, n: int, name: str = "class_labels") -> torch.Tensor | None:
+        if class_labels is None:
+            if self._needs_labels():
+                raise ValueError(f"{name} is required: the UNet or discriminator is class-conditional")
+            return None
+        if not self._needs_labels():
+            raise ValueError(f"{name} given but neither the UNet nor the discriminator is class-conditional")
+        labels = torch.as_tensor(class_labels)
+        if labels.shape != (n,) or labels.dtype.is_floating_point:
+            raise ValueError(
+                f"{name} must be {n} integer class ids, got shape {tuple(labels.shape)} {labels.dtype}"
+            )
+        num = self._num_classes()
+        if num is not None and (int(labels.min()) < 0 or int(labels.max()) >= num):
+            raise ValueError(
+                f"{name} must lie in [0, {num}), got range [{int(labels.min())}, {int(labels.max())}]"
+            )
+        return labels.long()
+
+    @staticmethod
+    def _check_generator(generator, n: int) -> None:
+        if generator is None or isinstance(generator, torch.Generator):
+            return
+        if (
+            isinstance(generator, list)
+            and len(generator) == n
+            and all(isinstance(g, torch.Generator) for g in generator)
+        ):
+            return
+        raise ValueError(f"generator must be None, a torch.Generator or a list of {n} torch.Generators")
+
+    def _latents_and_seeds(self, n: int, generator):
+        size = self.unet.config.sample_size
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        shape = (n, self.unet.config.in_channels, *hw)
+        latents = randn_tensor(
+            shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype
+        )
+        if isinstance(generator, list):
+            seeds = [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in generator]
+        else:
+            dev = generator.device if generator is not None else "cpu"
+            seeds = torch.randint(0, 2**62, (n,), generator=generator, device=dev).tolist()
+        return latents, seeds
+
+    def _sampler(self, tables, labels, streams, num_slots, **kwargs) -> RejectionSampler:
+        unet = self.unet
+        unet_labels = labels if unet.class_embedding is not None else None
+        disc = self.discriminator
+
+        def model_fn(inp, t, sids):
+            if unet_labels is None:
+                return unet(inp.to(unet.dtype), t).sample
+            return unet(inp.to(unet.dtype), t, class_labels=unet_labels[sids].to(inp.device)).sample
+
+        log_ratio_fn = None
+        if disc is not None:
+            disc_labels = labels if getattr(disc, "is_class_conditional", False) else None
+
+            def log_ratio_fn(x_ve, sigma, sids):
+                lab = None if disc_labels is None else disc_labels[sids].to(x_ve.device)
+                return disc(x_ve, sigma, class_labels=lab)
+
+        return RejectionSampler(
+            tables,
+            model_fn,
+            log_ratio_fn,
+            streams,
+            num_slots=num_slots,
+            progress_bar=lambda total: self.progress_bar(total=total),
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ calibration
+    @torch.no_grad()
+    def calibrate(
+        self,
+        num_samples: int,
+        num_inference_steps: int,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        class_labels: torch.Tensor | None = None,
+        num_slots: int | None = None,
+    ) -> dict:
+        """Warm-up (spec A.4): run the base sampler ``num_samples`` times and store, per level, the
+        discriminator log-ratios and their increments. The entry is stored under
+        :meth:`calibration_key` (saved with the pipeline), so any ``rejection_percentile`` /
+        ``clamp_log_m`` can be applied later. Class-conditional models without ``class_labels``
+        calibrate on labels drawn uniformly with ``generator``. Returns the stored entry.
+        """
+        if self.discriminator is None:
+            raise ValueError("calibrate needs a discriminator; this pipeline has discriminator=None")
+        if not _is_int(num_samples) or num_samples < 2:
+            raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
+        self._check_generator(generator, num_samples)
+        if class_labels is None and self._needs_labels():
+            gen = generator[0] if isinstance(generator, list) else generator
+            class_labels = torch.randint(self._num_classes(), (num_samples,), generator=gen)
+        labels = self._check_labels(class_labels, num_samples)
+        tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
+        latents, seeds = self._latents_and_seeds(num_samples, generator)
+        latents = latents * tables.init_noise_sigma
+        streams = SampleStreams(seeds, self._execution_device)
+        sampler = self._sampler(tables, labels, streams, num_slots or min(num_samples, 64))
+        marginal, transition = sampler.warmup_statistics(latents, torch.arange(num_samples))
+        entry = {
+            "scheduler": type(self.scheduler).__name__,
+            "num_inference_steps": num_inference_steps,
+            "num_samples": num_samples,
+            "marginal": marginal.T.tolist(),
+            "transition": transition.T.tolist(),
+        }
+        calibration = dict(self.config.calibration)
+        calibration[self.calibration_key(num_inference_steps)] = entry
+        self.register_to_config(calibration=calibration)
+        return entry
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int = 50,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        rejection_percentile: float = 0.75,
+        backsteps: int = 1,
+        max_nfe_per_sample: int | None = None,
+        clamp_log_m: bool = True,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        class_labels: torch.Tensor | None = None,
+        num_slots: int | None = None,
+        max_ticks: int | None = None,
+        distributed: bool | None = None,
+    ) -> DiffRSPipelineOutput | tuple:
+        """Generate ``batch_size`` images with DiffRS.
+
+        Args:
+            batch_size: number of images.
+            num_inference_steps: levels ``N`` of the base sampler (a calibration for it must exist when
+                a discriminator is set; see :meth:`calibrate`).
+            generator: start latents are drawn exactly as the stock pipelines do
+                (``randn_tensor`` of the full batch times ``init_noise_sigma``); afterwards one seed per
+                image is drawn from it for that image's own sampler/acceptance/back-step/fresh-noise streams.
+            rejection_percentile: gamma in [0, 1]; log M is the gamma-quantile of the warm-up statistics.
+            backsteps: levels to re-noise on a rejection.
+            max_nfe_per_sample: per-trajectory UNet-call cap (restart from fresh noise beyond it).
+            clamp_log_m: apply ``log M = max(0, quantile)`` as the official code does.
+            output_type: ``"pil"``, ``"np"`` or ``"pt"``.
+            class_labels: ``[batch_size]`` ints for class-conditional UNets/discriminators.
+            num_slots: concurrent samples per UNet call (default: ``batch_size``).
+            max_ticks: hard tick limit; exceeding it raises ``RuntimeError`` (never hangs).
+            distributed: split the batch over ``torch.distributed`` processes (e.g. started by
+                ``accelerate launch``) and all-gather the results; ``None`` = when a process group with
+                more than one process is initialised. Every process returns the full batch.
+        """
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if (
+            isinstance(rejection_percentile, bool)
+            or not isinstance(rejection_percentile, (int, float))
+            or not (0.0 <= rejection_percentile <= 1.0)
+        ):
+            raise ValueError(f"rejection_percentile must be a number in [0, 1], got {rejection_percentile!r}")
+        if num_slots is not None and (not _is_int(num_slots) or num_slots < 1):
+            raise ValueError(f"num_slots must be None or a positive int, got {num_slots!r}")
+        self._check_generator(generator, batch_size)
+        labels = self._check_labels(class_labels, batch_size)
+        tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
+        log_m = log_m_t = None
+        if self.discriminator is not None:
+            log_m, log_m_t = self.thresholds(
+                num_inference_steps, float(rejection_percentile), bool(clamp_log_m)
+            )
+
+        dist = torch.distributed
+        if distributed is None:
+            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+
+        latents, seeds = self._latents_and_seeds(batch_size, generator)
+        latents = latents * tables.init_noise_sigma
+        shard = torch.from_numpy(np.array_split(np.arange(batch_size), world)[rank]).long()
+        streams = SampleStreams(seeds, self._execution_device)
+        sampler = self._sampler(
+            tables,
+            labels,
+            streams,
+            num_slots or max(1, shard.numel()),
+            log_m=log_m,
+            log_m_transition=log_m_t,
+            backsteps=backsteps,
+            max_nfe_per_sample=max_nfe_per_sample,
+            max_ticks=max_ticks,
+        )
+        res = sampler.run(latents[shard], shard)
+        fields = {
+            "samples": res.samples.cpu(),
+            "nfe": res.nfe,
+            "trajectory_nfe": res.trajectory_nfe,
+            "discriminator_evals": res.discriminator_evals,
+            "rejections": res.rejections,
+            "restarts": res.restarts,
+        }
+        tests, accepts = res.tests_per_level, res.accepts_per_level
+        if world > 1:
+            gathered = [None] * world
+            dist.all_gather_object(gathered, (fields, tests, accepts))
+            fields = {k: torch.cat([g[0][k] for g in gathered]) for k in fields}
+            tests = sum(g[1] for g in gathered)
+            accepts = sum(g[2] for g in gathered)
+        self.maybe_free_model_hooks()
+
+        image = (fields["samples"].float() / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            images = image
+        else:
+            images = image.permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+        acceptance = torch.where(
+            tests > 0,
+            accepts.double() / tests.clamp_min(1).double(),
+            torch.ones_like(tests, dtype=torch.float64),
+        )
+        out = DiffRSPipelineOutput(
+            images=images,
+            nfe=fields["nfe"].numpy(),
+            trajectory_nfe=fields["trajectory_nfe"].numpy(),
+            discriminator_evals=fields["discriminator_evals"].numpy(),
+            rejections=fields["rejections"].numpy(),
+            restarts=fields["restarts"].numpy(),
+            acceptance_per_level=acceptance.numpy(),
+            tests_per_level=tests.numpy(),
+            total_nfe=int(fields["nfe"].sum()),
+        )
+        return out if return_dict else out.to_tuple()

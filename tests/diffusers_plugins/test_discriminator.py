@@ -1,0 +1,139 @@
+"""TimeDependentDiscriminator: conversions, frozen UNet features, save/load, training."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, EDMEulerScheduler
+from torch.utils.data import TensorDataset
+
+from diffusers_plugins import TimeDependentDiscriminator, train_discriminator
+from diffusers_plugins.discriminator import vp_time
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    return TimeDependentDiscriminator(in_channels=1, block_out_channels=(8, 16), norm_num_groups=4, **kw)
+
+
+def test_vp_time_matches_reference_values():
+    """U13: tau(0) = 0, tau(0.002) = 3.98e-5, tau(1) = 0.2590, tau(80) = 0.9335 (linear VP, beta 0.1..20)."""
+    tau = vp_time(torch.tensor([0.0, 0.002, 1.0, 80.0], dtype=torch.float64))
+    assert tau[0] == 0
+    assert torch.allclose(tau[1:], torch.tensor([3.98e-5, 0.2590, 0.9335], dtype=torch.float64), rtol=2e-3)
+    # alpha(tau) = exp(-tau^2 (b1 - b0) / 4 - tau b0 / 2) must equal 1 / sqrt(1 + sigma^2)
+    sig = torch.tensor([0.5, 3.0, 80.0], dtype=torch.float64)
+    t = vp_time(sig)
+    alpha = torch.exp(-0.25 * t**2 * 19.9 - 0.5 * t * 0.1)
+    assert torch.allclose(alpha, (1 + sig**2).rsqrt(), rtol=1e-10)
+
+
+def test_forward_shapes_and_bad_input():
+    d = small()
+    out = d(torch.randn(3, 1, 8, 8), torch.tensor([0.0, 1.0, 50.0]))
+    assert out.shape == (3,) and out.dtype == torch.float32
+    assert d(torch.randn(2, 1, 8, 8), 0.5).shape == (2,)
+    with pytest.raises(ValueError, match="sample must have shape"):
+        d(torch.randn(3, 2, 8, 8), torch.ones(3))
+    with pytest.raises(ValueError, match="sigma must be a scalar or have shape"):
+        d(torch.randn(3, 1, 8, 8), torch.ones(2))
+    with pytest.raises(ValueError, match="class_labels"):
+        d(torch.randn(3, 1, 8, 8), torch.ones(3), class_labels=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="encoder_hidden_states"):
+        d(torch.randn(3, 1, 8, 8), torch.ones(3), encoder_hidden_states=torch.randn(3, 4, 5))
+    cond = small(num_class_embeds=3, encoder_hid_dim=5)
+    assert cond(torch.randn(2, 1, 8, 8), 1.0, torch.tensor([0, 2]), torch.randn(2, 4, 5)).shape == (2,)
+    with pytest.raises(ValueError, match="class_labels"):
+        cond(torch.randn(2, 1, 8, 8), 1.0)
+
+
+@torch.no_grad()
+def test_from_unet_features_are_the_unets_own_encoder(unet):
+    """The head sees exactly the UNet's mid-block output for input x / sqrt(1 + sigma^2) at timestep t(sigma)."""
+    d = TimeDependentDiscriminator.from_unet(unet, DDPMScheduler(), norm_num_groups=4)
+    ac = DDPMScheduler().alphas_cumprod
+    t = torch.tensor([0, 250, 999])
+    sigma = ((1 - ac[t]) / ac[t]).sqrt()
+    x_ve = (
+        torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        * (1 + sigma.view(-1, 1, 1, 1) ** 2).sqrt()
+    )
+    seen = {}
+    unet.mid_block.register_forward_hook(lambda m, i, o: seen.__setitem__("unet", o))
+    d.features.mid_block.register_forward_hook(lambda m, i, o: seen.__setitem__("disc", o))
+    unet(x_ve / (1 + sigma.view(-1, 1, 1, 1) ** 2).sqrt(), t)
+    d(x_ve, sigma)
+    assert torch.allclose(seen["unet"], seen["disc"], atol=1e-5)
+    unet.mid_block._forward_hooks.clear()
+    assert all(not p.requires_grad for p in d.features.parameters())
+    assert d.features.up_blocks is None
+
+
+def test_save_load_round_trip(tmp_path, unet):
+    x, s = torch.randn(4, 1, 8, 8), torch.tensor([0.0, 0.3, 2.0, 40.0])
+    for name, d in {
+        "standalone": small(num_class_embeds=2),
+        "unet": TimeDependentDiscriminator.from_unet(
+            unet, EDMEulerScheduler(), norm_num_groups=4, num_class_embeds=2
+        ),
+    }.items():
+        d.save_pretrained(tmp_path / name)
+        back = TimeDependentDiscriminator.from_pretrained(tmp_path / name)
+        labels = torch.tensor([0, 1, 1, 0])
+        with torch.no_grad():
+            assert torch.equal(d(x, s, labels), back(x, s, labels)), name
+        assert back.config.feature_time_input == ("edm" if name == "unet" else "vp_discrete")
+
+
+def test_training_separates_real_from_generated_and_freezes_features(unet):
+    """A learnable difference (real = bright, generated = dark) is learnt; UNet features stay frozen."""
+    gen = torch.Generator().manual_seed(0)
+    real = TensorDataset(0.6 + 0.1 * torch.randn(128, 1, 8, 8, generator=gen))
+    fake = -0.6 + 0.1 * torch.randn(128, 1, 8, 8, generator=gen)
+    d = TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4)
+    frozen = {k: v.clone() for k, v in d.features.state_dict().items()}
+    head = d.head.weight.clone()
+    d, hist = train_discriminator(
+        d,
+        real,
+        fake,
+        DDIMScheduler(),
+        num_inference_steps=5,
+        num_steps=60,
+        batch_size=16,
+        learning_rate=3e-3,
+        show_progress=False,
+    )
+    assert len(hist) == 60 and all(torch.isfinite(torch.tensor(hist)))
+    assert sum(hist[-10:]) / 10 < 0.8 * sum(hist[:10]) / 10
+    assert all(torch.equal(v, d.features.state_dict()[k]) for k, v in frozen.items())
+    assert not torch.equal(head, d.head.weight)
+    with torch.no_grad():  # clean (sigma = 0) real images get a higher log-ratio than generated ones
+        assert d(torch.full((1, 1, 8, 8), 0.6), 0.0) > d(torch.full((1, 1, 8, 8), -0.6), 0.0)
+    torch.manual_seed(5)
+    again, hist2 = train_discriminator(
+        TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4),
+        real,
+        fake,
+        DDIMScheduler(),
+        num_inference_steps=5,
+        num_steps=5,
+        batch_size=16,
+        learning_rate=3e-3,
+        show_progress=False,
+    )
+    torch.manual_seed(5)
+    _, hist3 = train_discriminator(
+        TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4),
+        real,
+        fake,
+        DDIMScheduler(),
+        num_inference_steps=5,
+        num_steps=5,
+        batch_size=16,
+        learning_rate=3e-3,
+        show_progress=False,
+    )
+    assert hist2 == hist3  # same seed -> same run
+    with pytest.raises(TypeError, match="real_dataset"):
+        train_discriminator(d, [1, 2], fake, DDIMScheduler(), show_progress=False)
+    with pytest.raises(ValueError, match="num_steps"):
+        train_discriminator(d, real, fake, DDIMScheduler(), num_steps=0, show_progress=False)
