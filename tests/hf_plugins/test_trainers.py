@@ -418,3 +418,31 @@ def test_distillm_schedule_reacts_to_validation_nll_during_training(tok, chat_ds
         elif v >= ref:
             tau, ref = min(1.0, tau + 0.5), v
     assert tr.student_data_schedule.threshold == pytest.approx(tau)
+
+
+def test_rouge_l_matches_hand_computed_lcs_and_takes_best_reference():
+    from hf_plugins.trainers.evaluation import rouge_l
+
+    # LCS("the cat sat", "the cat sat on the mat") = 3: P = 3/3, R = 3/6, F = 2PR/(P+R) = 2/3
+    assert rouge_l(["the cat sat"], ["the cat sat on the mat"]) == pytest.approx(200 / 3)
+    # stemming: "cats"/"cat" and "sitting"/"sit" match; best of two references is taken
+    assert rouge_l(["cats sitting"], [["dogs", "cat sit"]]) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="predictions"):
+        rouge_l(["a"], ["a", "b"])
+
+
+def test_instruction_split_is_topic_disjoint_and_prompt_continues_into_completion():
+    from pydoc_data.topics import topics
+
+    from hf_plugins.trainers.instruction_data import pydoc_instruction_split
+
+    split = pydoc_instruction_split(prompt_words=8, completion_words=12)
+    assert len(split["train"]) > 500 and len(split["validation"]) > 30
+    train_prompts = {e["messages"][0]["content"].split(":")[0] for e in split["train"]}
+    val_prompts = {e["messages"][0]["content"].split(":")[0] for e in split["validation"]}
+    assert len(train_prompts & val_prompts) < 3  # headings, not topics, could coincide; topics are disjoint
+    ex = split["validation"][0]
+    assert len(ex["reference"].split()) == 12 and ex["messages"][1]["content"] == ex["reference"]
+    joined = " ".join(" ".join(v.split()) for v in topics.values())
+    tail = ex["messages"][0]["content"].split(": ", 1)[1].split()[-3:]
+    assert " ".join(tail + ex["reference"].split()[:3]) in joined  # the completion continues the prompt text
