@@ -8,7 +8,7 @@ computes any of them from hidden states and LM heads without materializing the `
 """
 
 from .amid import amid
-from .chunked import DEFAULT_CHUNK_SIZE, chunked
+from .chunked import chunked, default_chunk_size
 from .csd import csd
 from .divergences import (
     ab_divergence,
@@ -23,13 +23,13 @@ from .divergences import (
 from .registry import LOSS_NAMES, Loss, get, loss_options
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE",
     "LOSS_NAMES",
     "Loss",
     "ab_divergence",
     "amid",
     "chunked",
     "csd",
+    "default_chunk_size",
     "forward_kl",
     "generalized_jsd",
     "get",

@@ -21,7 +21,15 @@ import math
 import torch
 from torch import Tensor
 
-from .kernel import LogPair, LogSpaceKernel, ab_terms, ab_terms_grads, masked_sum, restrict
+from .kernel import (
+    LogPair,
+    LogSpaceKernel,
+    ab_terms,
+    ab_value_and_grads,
+    masked_sum,
+    restrict,
+    softmax_backward,
+)
 from .reduction import apply_kernel
 from .validation import check_choice, check_finite_real, check_unit_interval
 
@@ -31,34 +39,50 @@ AMID_DIVERGENCES = ("kl", "ab")
 AMID_ORDERS = ("pr", "qr", "rp", "rq")
 
 
-def _unnormalized_log_assistant(lp: Tensor, lq: Tensor, alpha: float, lam: float) -> tuple[Tensor, Tensor]:
-    """Log of the unnormalized power mean ``u`` ``[N, V]`` and its derivative ``w = du/dlq`` ``[N, V]``.
+# below this |s| the power mean is evaluated around its geometric limit (expm1/log1p) to avoid cancellation
+_SMALL_S = 0.1
 
-    With ``t = s (lp - lq)`` the mean is factored around the larger of ``s lp`` and ``s lq``:
-    ``u = lp + log1p((1-lam) expm1(-t)) / s`` if t > 0, else ``lq + log1p(lam expm1(t)) / s``. This is exact
-    for either sign of s, never overflows, and stays accurate as s -> 0 (alpha -> 1).
-    ``w = (1-lam) q^s / (lam p^s + (1-lam) q^s) = sigmoid(log(1-lam) - log(lam) - t)``.
+
+def _unnormalized_log_assistant(
+    lp: Tensor, lq: Tensor, alpha: float, lam: float, need_w: bool = True
+) -> tuple[Tensor, Tensor | float | None]:
+    """Log of the unnormalized power mean ``u`` ``[N, V]`` and its derivative ``w = du/dlq``.
+
+    ``w = (1-lam) q^s / (lam p^s + (1-lam) q^s)``, returned as a float where it is constant (None unless
+    ``need_w``).
+    For |s| >= 0.1: ``s u = logaddexp(log(lam) + s lp, log(1-lam) + s lq)``. Closer to the geometric
+    mean, with ``t = s (lp - lq)`` the mean is factored around the larger of ``s lp`` and ``s lq``:
+    ``u = lp + log1p((1-lam) expm1(-t)) / s`` if t > 0, else ``lq + log1p(lam expm1(t)) / s``, which stays
+    accurate as s -> 0 (alpha -> 1). Both are exact for either sign of s and never overflow.
     """
     if lam == 0.0:
-        return lq, torch.ones_like(lq)
+        return lq, 1.0
     if lam == 1.0:
-        return lp, torch.zeros_like(lq)
+        return lp, 0.0
     if alpha == 1.0:
-        return lam * lp + (1.0 - lam) * lq, torch.full_like(lq, 1.0 - lam)
+        return lam * lp + (1.0 - lam) * lq, 1.0 - lam
     s = (1.0 - alpha) / 2.0
+    if abs(s) >= _SMALL_S:
+        teacher_part = (lp * s).add_(math.log(lam))
+        student_part = (lq * s).add_(math.log1p(-lam))
+        su = torch.logaddexp(teacher_part, student_part)
+        w = torch.sub(student_part, su).exp_() if need_w else None
+        return su / s, w
     t = s * (lp - lq)
     positive = t > 0
     e = torch.expm1(-t.abs())
     base = torch.where(positive, lp, lq)
     coef = lam + (1.0 - 2.0 * lam) * positive.to(lp.dtype)  # 1 - lam where t > 0, else lam
     u = base + torch.log1p(coef * e) / s
-    w = torch.sigmoid(math.log1p(-lam) - math.log(lam) - t)
+    w = torch.sigmoid(math.log1p(-lam) - math.log(lam) - t) if need_w else None
     return u, w
 
 
-def assistant_log_probs(pair: LogPair, alpha: float, lam: float) -> tuple[Tensor, Tensor]:
+def assistant_log_probs(
+    pair: LogPair, alpha: float, lam: float, need_w: bool = True
+) -> tuple[Tensor, Tensor | float | None]:
     """Log-probabilities ``log r`` ``[N, V]`` of the alpha-mixture assistant (0 outside the support) and ``w``."""
-    u, w = _unnormalized_log_assistant(pair.lp, pair.lq, alpha, lam)
+    u, w = _unnormalized_log_assistant(pair.lp, pair.lq, alpha, lam, need_w)
     if pair.support is None:
         return torch.log_softmax(u, dim=-1), w
     u = torch.where(pair.support, u, torch.full((), -math.inf, dtype=u.dtype, device=u.device))
@@ -106,7 +130,7 @@ class AMiDKernel(LogSpaceKernel):
         }[self.order]
 
     def _evaluate(self, pair: LogPair, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-        lr, w = assistant_log_probs(pair, self.alpha, self.lam)
+        lr, w = assistant_log_probs(pair, self.alpha, self.lam, need_w=with_grad)
         l_x, l_y = self._arguments(pair, lr)
         if not with_grad:
             if self.divergence == "kl":
@@ -114,12 +138,23 @@ class AMiDKernel(LogSpaceKernel):
             else:
                 terms = ab_terms(l_x, l_y, self.ab_alpha, self.ab_beta)
             return masked_sum(terms, pair.support), None
+        # D(X || Y): which partial derivatives reach the student (p is a constant)
+        need_x, need_y = {"pr": (False, True), "qr": (True, True), "rp": (True, False), "rq": (True, True)}[
+            self.order
+        ]
         if self.divergence == "kl":
             x = l_x.exp()
-            terms, grad_x, grad_y = x * (l_x - l_y), x * (l_x - l_y + 1.0), -x
+            log_ratio = l_x - l_y
+            value = masked_sum(x * log_ratio, pair.support)
+            grad_x = log_ratio.add_(1.0).mul_(x) if need_x else None
+            grad_y = x.neg_() if need_y else None
         else:
-            terms, grad_x, grad_y = ab_terms_grads(l_x, l_y, self.ab_alpha, self.ab_beta)
-        grad_x, grad_y = restrict(grad_x, pair.support), restrict(grad_y, pair.support)
+            value, grad_x, grad_y = ab_value_and_grads(
+                l_x, l_y, self.ab_alpha, self.ab_beta, pair.support, need_x, need_y
+            )
+        if pair.support is not None:
+            grad_x = None if grad_x is None else restrict(grad_x, pair.support)
+            grad_y = None if grad_y is None else restrict(grad_y, pair.support)
         # split d D / d(log X), d(log Y) into the direct log q part and the log r part
         grad_lq, grad_lr = {
             "pr": (None, grad_y),
@@ -128,9 +163,9 @@ class AMiDKernel(LogSpaceKernel):
             "rq": (grad_y, grad_x),
         }[self.order]
         r = restrict(lr.exp(), pair.support)
-        grad_u = grad_lr - r * grad_lr.sum(-1, keepdim=True)  # through log r = log_softmax(u)
-        through_r = w * grad_u  # u depends on log q elementwise: du/dlog q = w
-        return masked_sum(terms, pair.support), through_r if grad_lq is None else grad_lq + through_r
+        through_r = softmax_backward(grad_lr, r)  # through log r = log_softmax(u)
+        through_r = through_r.mul_(w)  # u depends on log q elementwise: du/dlog q = w
+        return value, through_r if grad_lq is None else through_r.add_(grad_lq)
 
 
 def amid(

@@ -17,9 +17,16 @@ from .kernel import TokenKernel
 from .reduction import check_mask
 from .registry import make_kernel
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "chunked"]
+__all__ = ["CHUNK_ELEMENTS", "chunked", "default_chunk_size"]
 
-DEFAULT_CHUNK_SIZE = 128
+# automatic chunk size: about this many logits per [chunk, V] tensor (32 MB in fp32), so the per-chunk
+# temporaries stay small and are recycled by the allocator instead of being mapped afresh each time
+CHUNK_ELEMENTS = 1 << 23
+
+
+def default_chunk_size(vocab: int) -> int:
+    """Positions per chunk for vocabulary size ``vocab``: ``2^23 / V`` rounded down to a multiple of 8, in [8, 1024]."""
+    return max(8, min(1024, (CHUNK_ELEMENTS // max(vocab, 1)) // 8 * 8))
 
 
 def _check_head(prefix: str, hidden: object, weight: object, bias: object) -> None:
@@ -111,7 +118,7 @@ def chunked(
     teacher_hidden: Tensor,
     teacher_head_weight: Tensor,
     mask: Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     student_head_bias: Tensor | None = None,
     teacher_head_bias: Tensor | None = None,
     **options: object,
@@ -125,7 +132,8 @@ def chunked(
         teacher_hidden: ``[..., H_t]`` teacher hidden states (same leading shape; constants).
         teacher_head_weight: ``[V, H_t]`` teacher LM-head weight (constant).
         mask: bool ``[...]``, True where the position counts; None = every position.
-        chunk_size: positions projected at a time; peak extra memory is a few ``[chunk_size, V]`` tensors.
+        chunk_size: positions projected at a time (None: ``default_chunk_size(V)``, about 2^23 logits per
+            chunk); peak extra memory is a few ``[chunk_size, V]`` tensors.
         student_head_bias, teacher_head_bias: optional ``[V]`` head biases.
         **options: the loss's options (validated before any work).
 
@@ -135,8 +143,10 @@ def chunked(
         ``student_head_bias``.
     """
     kernel = make_kernel(name, options)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     _check_head("student", student_hidden, student_head_weight, student_head_bias)
     _check_head("teacher", teacher_hidden, teacher_head_weight, teacher_head_bias)
     if student_head_weight.shape[0] != teacher_head_weight.shape[0]:
@@ -150,6 +160,8 @@ def chunked(
             "must have the same leading (position) shape"
         )
     mask = check_mask(mask, student_hidden.shape[:-1], student_hidden.device)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(student_head_weight.shape[0])
     if mask is None:
         h_s = student_hidden.reshape(-1, student_hidden.shape[-1])
         h_t = teacher_hidden.reshape(-1, teacher_hidden.shape[-1])

@@ -19,13 +19,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernel import TokenKernel, support_of
+from .kernel import TokenKernel, restrict, support_of
 from .reduction import apply_kernel
 from .validation import check_choice, check_positive, check_unit_interval
 
 __all__ = ["CSDKernel", "CSD_WEIGHTS", "csd"]
 
 CSD_WEIGHTS = ("student", "teacher", "uniform", "mixture")
+
+
+def _column(scale: Tensor | float) -> Tensor | float:
+    return scale.unsqueeze(-1) if isinstance(scale, Tensor) else scale
 
 
 def _check_weights(weights: object) -> tuple[str, str]:
@@ -55,59 +59,60 @@ class CSDKernel(TokenKernel):
         self.options = {"weights": self.weights, "temperature": self.temperature, "mix_alpha": self.mix_alpha}
 
     @torch.no_grad()
-    def _weight(self, kind: str, b: Tensor, a: Tensor, support: Tensor | None) -> Tensor:
-        """Unnormalized detached weights ``[N, V]`` (0 outside the support)."""
+    def _weight(
+        self, kind: str, b: Tensor, a: Tensor, support: Tensor | None
+    ) -> tuple[Tensor, Tensor | float]:
+        """Detached weights ``[N, V]`` normalized over the support, and their totals before normalizing.
+
+        Without masked entries every kind sums to 1 by construction (the total is then the float 1).
+        """
         if kind == "student":
-            w = torch.softmax(b / self.temperature, dim=-1)
+            w = torch.softmax(b if self.temperature == 1.0 else b / self.temperature, dim=-1)
         elif kind == "teacher":
             w = torch.softmax(a, dim=-1)
         elif kind == "uniform":
             if support is not None:  # uniform over the entries that exist in both models
-                return support.to(b.dtype) / support.sum(-1, keepdim=True).clamp_min(1).to(b.dtype)
-            w = torch.full_like(b, 1.0 / b.shape[-1])
+                return support.to(b.dtype) / support.sum(-1, keepdim=True).clamp_min(1).to(b.dtype), 1.0
+            return torch.full_like(b, 1.0 / b.shape[-1]), 1.0
         else:
-            w = self.mix_alpha * torch.softmax(a, dim=-1) + (1.0 - self.mix_alpha) * torch.softmax(b, dim=-1)
-        if support is not None:
-            w = torch.where(support, w, torch.zeros((), dtype=w.dtype, device=w.device))
-        return w
-
-    def _weights(self, b: Tensor, a: Tensor, support: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Normalized weights ``[N, V]`` and their totals ``W1, W2`` ``[N]``."""
-        b = b.detach()
-        w1 = self._weight(self.weights[0], b, a, support)
-        w2 = w1 if self.weights[1] == self.weights[0] else self._weight(self.weights[1], b, a, support)
-        out = []
-        for w in (w1, w2):
-            total = w.sum(-1)
-            safe = torch.where(total > 0, total, torch.ones_like(total))
-            out += [w / safe.unsqueeze(-1), total]
-        return out[0], out[2], out[1], out[3]
-
-    def _residual(self, b: Tensor, a: Tensor, support: Tensor | None) -> Tensor:
-        d = b - a.detach()
-        if support is not None:
-            d = torch.where(support, d, torch.zeros((), dtype=d.dtype, device=d.device))
-        return d
+            w = (
+                torch.softmax(a, dim=-1)
+                .mul_(self.mix_alpha)
+                .add_(torch.softmax(b, dim=-1), alpha=1 - self.mix_alpha)
+            )
+        if support is None:
+            return w, 1.0
+        w = restrict(w, support)
+        total = w.sum(-1)
+        safe = torch.where(total > 0, total, torch.ones_like(total))
+        return w / safe.unsqueeze(-1), total
 
     def _evaluate(self, b: Tensor, a: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
         support = support_of(b, a)
-        w1, w2, total1, total2 = self._weights(b, a, support)
-        d = self._residual(b, a, support)
-        scale = total1 * total2
+        w1, total1 = self._weight(self.weights[0], b.detach(), a, support)
+        if self.weights[1] == self.weights[0]:
+            w2, total2 = w1, total1
+        else:
+            w2, total2 = self._weight(self.weights[1], b.detach(), a, support)
+        scale = total1 * total2  # W1 W2
+        d = restrict(b - a.detach(), support)
         mean1 = (w1 * d).sum(-1, keepdim=True)
         centered1 = d - mean1
-        var1 = (w1 * centered1**2).sum(-1)
-        if self.weights[0] == self.weights[1]:
+        weighted1 = w1 * centered1
+        var1 = (weighted1 * centered1).sum(-1)
+        if w2 is w1:  # L = W^2 Var_w(d), gradient 2 W^2 w (d - E_w d)
             value = scale * var1
-            return value, (2.0 * scale.unsqueeze(-1) * w1 * centered1 if with_grad else None)
+            if not with_grad:
+                return value, None
+            return value, weighted1.mul_(2.0 * _column(scale))
         mean2 = (w2 * d).sum(-1, keepdim=True)
         centered2 = d - mean2
-        var2 = (w2 * centered2**2).sum(-1)
+        var2 = (w2 * centered2 * centered2).sum(-1)
         value = 0.5 * scale * (var1 + var2 + (mean1 - mean2).squeeze(-1) ** 2)
         if not with_grad:
             return value, None
         # paper gradient: w2 (d - E_w1 d) + w1 (d - E_w2 d), times W1 W2
-        return value, scale.unsqueeze(-1) * (w2 * centered1 + w1 * centered2)
+        return value, torch.addcmul(w1 * centered2, w2, centered1).mul_(_column(scale))
 
     def value(self, b: Tensor, a: Tensor) -> Tensor:
         return self._evaluate(b, a, False)[0]

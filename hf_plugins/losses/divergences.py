@@ -15,7 +15,7 @@ from .kernel import (
     LogPair,
     LogSpaceKernel,
     ab_terms,
-    ab_terms_grads,
+    ab_value_and_grads,
     log_mixture,
     masked_sum,
 )
@@ -157,8 +157,10 @@ class ABDivergenceKernel(LogSpaceKernel):
     def _evaluate(self, pair: LogPair, with_grad: bool) -> tuple[Tensor, Tensor | None]:
         if not with_grad:
             return masked_sum(ab_terms(pair.lp, pair.lq, self.alpha, self.beta), pair.support), None
-        terms, _, grad_lq = ab_terms_grads(pair.lp, pair.lq, self.alpha, self.beta)
-        return masked_sum(terms, pair.support), grad_lq
+        value, _, grad_lq = ab_value_and_grads(
+            pair.lp, pair.lq, self.alpha, self.beta, pair.support, need_x=False
+        )
+        return value, grad_lq
 
 
 class JeffreysKernel(LogSpaceKernel):

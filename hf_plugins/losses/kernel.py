@@ -14,7 +14,7 @@ entries this is exact (both probabilities are 0 there); it keeps every loss fini
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ __all__ = [
     "LogSpaceKernel",
     "TokenKernel",
     "ab_terms",
-    "ab_terms_grads",
+    "ab_value_and_grads",
     "log_mixture",
     "log_pair",
     "masked_sum",
@@ -85,13 +85,15 @@ class LogSpaceKernel(TokenKernel):
 
 def support_of(b: Tensor, a: Tensor) -> Tensor | None:
     """Bool ``[N, V]``: entries finite in both models, or None when every entry is (the common fast case)."""
-    fin_b, fin_a = torch.isfinite(b), torch.isfinite(a)
-    if bool(fin_b.all()) and bool(fin_a.all()):
+    # one reduction per tensor: any NaN or +-inf makes the sum non-finite (an overflowing sum of huge finite
+    # logits only sends us down the exact slow path)
+    if bool(torch.isfinite(b.sum())) and bool(torch.isfinite(a.sum())):
         return None
     for name, x in (("student_logits", b), ("teacher_logits", a)):
         if bool(torch.isnan(x).any()) or bool(torch.isposinf(x).any()):
             raise ValueError(f"{name} contain NaN or +inf; only -inf (a masked vocabulary entry) is allowed")
-    return fin_b & fin_a
+    support = torch.isfinite(b) & torch.isfinite(a)
+    return None if bool(support.all()) else support
 
 
 def masked_sum(terms: Tensor, support: Tensor | None) -> Tensor:
@@ -99,20 +101,29 @@ def masked_sum(terms: Tensor, support: Tensor | None) -> Tensor:
     return restrict(terms, support).sum(-1)
 
 
-@dataclass
 class LogPair:
-    """Teacher/student log-probabilities and probabilities of the valid rows, ``[N, V]`` each.
+    """Teacher/student log-probabilities of the valid rows, ``lp, lq: [N, V]``, and (computed on first use)
+    the probabilities ``p, q``.
 
     Outside the support, ``lp``/``lq`` hold 0 (so products never meet ``0 * inf``) and ``p``/``q`` hold 0.
     ``q_all`` is the student softmax over the whole vocabulary (the Jacobian of ``lq`` needs it).
     """
 
-    lp: Tensor
-    lq: Tensor
-    p: Tensor
-    q: Tensor
-    support: Tensor | None
-    q_all: Tensor
+    def __init__(self, lp: Tensor, lq: Tensor, support: Tensor | None, q_all: Tensor | None = None) -> None:
+        self.lp, self.lq, self.support = lp, lq, support
+        self._q_all = q_all
+
+    @cached_property
+    def p(self) -> Tensor:
+        return restrict(self.lp.exp(), self.support)
+
+    @cached_property
+    def q_all(self) -> Tensor:
+        return self.lq.exp() if self._q_all is None else self._q_all
+
+    @cached_property
+    def q(self) -> Tensor:
+        return restrict(self.q_all, self.support)
 
 
 def log_pair(b: Tensor, a: Tensor) -> LogPair:
@@ -121,11 +132,9 @@ def log_pair(b: Tensor, a: Tensor) -> LogPair:
     lq = torch.log_softmax(b, dim=-1)
     lp = torch.log_softmax(a.detach(), dim=-1)
     if support is None:
-        q = lq.exp()
-        return LogPair(lp, lq, lp.exp(), q, None, q)
+        return LogPair(lp, lq, None)
     q_all = lq.exp()
-    lq, lp = restrict(lq, support), restrict(lp, support)
-    return LogPair(lp, lq, restrict(lp.exp(), support), restrict(q_all, support), support, q_all)
+    return LogPair(restrict(lp, support), restrict(lq, support), support, q_all)
 
 
 def restrict(x: Tensor, support: Tensor | None, fill: float = 0.0) -> Tensor:
@@ -146,7 +155,7 @@ def log_mixture(l_x: Tensor, l_y: Tensor, weight_x: float) -> Tensor:
 
 def softmax_backward(grad_log: Tensor, probs: Tensor) -> Tensor:
     """Gradient w.r.t. logits from the gradient w.r.t. their log-softmax: ``g - probs * sum(g)``."""
-    return grad_log - probs * grad_log.sum(-1, keepdim=True)
+    return torch.addcmul(grad_log, probs, grad_log.sum(-1, keepdim=True), value=-1.0)
 
 
 def ab_terms(l_x: Tensor, l_y: Tensor, alpha: float, beta: float) -> Tensor:
@@ -174,27 +183,62 @@ def ab_terms(l_x: Tensor, l_y: Tensor, alpha: float, beta: float) -> Tensor:
     )
 
 
-def ab_terms_grads(l_x: Tensor, l_y: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``ab_terms`` and its partial derivatives with respect to ``l_x`` and ``l_y`` (``[N, V]`` each)."""
-    a0, b0, s0 = abs(alpha) < AB_ZERO, abs(beta) < AB_ZERO, abs(alpha + beta) < AB_ZERO
+@torch.no_grad()
+def ab_value_and_grads(
+    l_x: Tensor,
+    l_y: Tensor,
+    alpha: float,
+    beta: float,
+    support: Tensor | None,
+    need_x: bool = True,
+    need_y: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per-token ``D_AB(X || Y)`` ``[N]`` and (where requested) its partial derivatives w.r.t. ``l_x``, ``l_y``.
+
+    Gradient path only (no autograd); the partials are ``[N, V]`` and not yet restricted to the support.
+    """
+    if abs(alpha) < AB_ZERO or abs(beta) < AB_ZERO or abs(alpha + beta) < AB_ZERO:
+        return _ab_limit_value_and_grads(l_x, l_y, alpha, beta, support, need_x, need_y)
+    total = alpha + beta
+    cross = torch.exp(torch.add(l_x, l_y, alpha=beta / alpha).mul_(alpha))
+    x_s, y_s = torch.exp(l_x * total), torch.exp(l_y * total)
+    if support is None:
+        sums = cross.sum(-1) - (alpha / total) * x_s.sum(-1) - (beta / total) * y_s.sum(-1)
+    else:
+        sums = masked_sum(cross - (alpha / total) * x_s - (beta / total) * y_s, support)
+    grad_x = (x_s - cross).div_(beta) if need_x else None
+    grad_y = y_s.sub_(cross).div_(alpha) if need_y else None
+    return sums * (-1.0 / (alpha * beta)), grad_x, grad_y
+
+
+def _ab_limit_value_and_grads(
+    l_x: Tensor, l_y: Tensor, alpha: float, beta: float, support: Tensor | None, need_x: bool, need_y: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The limiting branches (alpha, beta or alpha + beta = 0) of ``ab_value_and_grads``."""
+    a0, b0 = abs(alpha) < AB_ZERO, abs(beta) < AB_ZERO
     if a0 and b0:
         diff = l_y - l_x
-        return 0.5 * diff**2, -diff, diff
+        return masked_sum(0.5 * diff**2, support), (-diff if need_x else None), diff
     if a0:
         y_b, x_b = torch.exp(beta * l_y), torch.exp(beta * l_x)
         diff = l_y - l_x
-        return (y_b * (beta * diff - 1.0) + x_b) / beta**2, (x_b - y_b) / beta, y_b * diff
+        terms = (y_b * (beta * diff - 1.0) + x_b) / beta**2
+        return (
+            masked_sum(terms, support),
+            ((x_b - y_b) / beta if need_x else None),
+            (y_b * diff if need_y else None),
+        )
     if b0:
         x_a, y_a = torch.exp(alpha * l_x), torch.exp(alpha * l_y)
         diff = l_x - l_y
-        return (x_a * (alpha * diff - 1.0) + y_a) / alpha**2, x_a * diff, (y_a - x_a) / alpha
-    if s0:
-        delta = l_y - l_x
-        expo = torch.exp(-alpha * delta)
-        g_y = (1.0 - expo) / alpha
-        return (alpha * delta + expo - 1.0) / alpha**2, -g_y, g_y
-    total = alpha + beta
-    cross = torch.exp(alpha * l_x + beta * l_y)
-    x_s, y_s = torch.exp(total * l_x), torch.exp(total * l_y)
-    terms = -(cross - (alpha / total) * x_s - (beta / total) * y_s) / (alpha * beta)
-    return terms, -(cross - x_s) / beta, -(cross - y_s) / alpha
+        terms = (x_a * (alpha * diff - 1.0) + y_a) / alpha**2
+        return (
+            masked_sum(terms, support),
+            (x_a * diff if need_x else None),
+            ((y_a - x_a) / alpha if need_y else None),
+        )
+    delta = l_y - l_x
+    expo = torch.exp(-alpha * delta)
+    g_y = (1.0 - expo) / alpha
+    terms = (alpha * delta + expo - 1.0) / alpha**2
+    return masked_sum(terms, support), (-g_y if need_x else None), g_y
