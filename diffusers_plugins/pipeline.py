@@ -31,7 +31,7 @@ from diffusers_plugins.rejection_sampler import (
     thresholds_from_statistics,
 )
 
-OUTPUT_TYPES = ("pil", "np", "pt")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 @dataclass
@@ -40,7 +40,8 @@ class DiffRSPipelineOutput(BaseOutput):
 
     Attributes:
         images: ``B`` PIL images, a ``[B, H, W, C]`` float array in [0, 1] (``"np"``) or a
-            ``[B, C, H, W]`` tensor in [0, 1] (``"pt"``), in sample order.
+            ``[B, C, H, W]`` tensor in [0, 1] (``"pt"``) or the raw final states ``[B, C, H, W]``
+            (``"latent"``, the model's data space), in sample order.
         nfe: ``[B]`` int, all UNet calls spent on each image, discarded restarts included.
         trajectory_nfe: ``[B]`` int, UNet calls of the emitted trajectory (base sampler: the same for all).
         discriminator_evals: ``[B]`` int, discriminator calls per image (not counted in ``nfe``).
@@ -287,7 +288,7 @@ class DiffRSPipeline(DiffusionPipeline):
             backsteps: levels to re-noise on a rejection.
             max_nfe_per_sample: per-trajectory UNet-call cap (restart from fresh noise beyond it).
             clamp_log_m: apply ``log M = max(0, quantile)`` as the official code does.
-            output_type: ``"pil"``, ``"np"`` or ``"pt"``.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` (images in [0, 1]) or ``"latent"`` (raw final states).
             class_labels: ``[batch_size]`` ints for class-conditional UNets/discriminators.
             num_slots: concurrent samples per UNet call (default: ``batch_size``).
             max_ticks: hard tick limit; exceeding it raises ``RuntimeError`` (never hangs).
@@ -355,7 +356,9 @@ class DiffRSPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
 
         image = (fields["samples"].float() / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
+        if output_type == "latent":
+            images = fields["samples"]
+        elif output_type == "pt":
             images = image
         else:
             images = image.permute(0, 2, 3, 1).numpy()
