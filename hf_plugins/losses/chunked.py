@@ -107,7 +107,6 @@ class _ChunkedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grads = [None if g is None else g * grad_output.to(g.dtype) for g in ctx.grads]
-        ctx.grads = None
         return (None, None, None, *grads, None, None, None)
 
 

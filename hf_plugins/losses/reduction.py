@@ -73,10 +73,32 @@ def gather_rows(
     return b.to(dtype), a.detach().to(dtype), b.shape[0]
 
 
+class _KernelLoss(torch.autograd.Function):
+    """Token-level mean of a kernel whose gradient is computed in closed form during the forward pass.
+
+    Saves only ``d loss / d b`` (``[N, V]``) instead of an autograd graph of ``[N, V]`` intermediates.
+    First-order gradients only (no double backward).
+    """
+
+    @staticmethod
+    def forward(ctx, kernel: TokenKernel, b: Tensor, a: Tensor, n_valid: int) -> Tensor:
+        values, grad = kernel.value_and_grad(b, a)
+        ctx.grad = grad.div_(max(n_valid, 1))
+        return values.sum() / max(n_valid, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[None, Tensor, None, None]:
+        return None, ctx.grad * grad_output.to(ctx.grad.dtype), None, None
+
+
 def apply_kernel(
     kernel: TokenKernel, student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None
 ) -> Tensor:
-    """Token-level mean of ``kernel`` over the valid positions of the whole batch (0 when none is valid)."""
+    """Token-level mean of ``kernel`` over the valid positions of the whole batch (0 when none is valid).
+
+    With gradients enabled the per-token gradient comes from the kernel's closed form (one pass, no graph).
+    """
     b, a, n_valid = gather_rows(student_logits, teacher_logits, mask)
-    values = kernel.value(b, a)
-    return values.sum() / max(n_valid, 1)
+    if torch.is_grad_enabled() and b.requires_grad:
+        return _KernelLoss.apply(kernel, b, a, n_valid)
+    return kernel.value(b, a).sum() / max(n_valid, 1)
