@@ -173,3 +173,22 @@ def test_model_without_final_linear_layer_and_explicit_last_layer(blobs):
         _run(blobs, model, "lcmat", last_layer=nn.Linear(4, 3))
     with pytest.raises(TypeError, match="model must be"):
         _run(blobs, "resnet18", "lcmat")
+
+
+def test_selection_transform_keeps_augmentation_out_of_selection():
+    from torchvision import transforms as T
+
+    from tv_plugins import DigitsDataset
+
+    flat = T.Compose([T.ToTensor(), T.Lambda(lambda x: x.flatten())])
+    noisy = T.Compose([flat, T.Lambda(lambda x: x + torch.randn_like(x))])  # a stand-in for augmentation
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    clean = DigitsDataset(transform=flat)
+    augmented = DigitsDataset(transform=noisy)
+    kw = {"model": model, "warmup_epochs": 0, "progress": False, "fraction": 0.05}
+    expected = select_coreset(clean, "lcmat", **kw)
+    got = select_coreset(augmented, "lcmat", selection_transform=flat, **kw)
+    assert torch.equal(got.indices, expected.indices)
+    assert augmented.transform is noisy  # the user's dataset is not modified
+    assert not torch.equal(select_coreset(augmented, "lcmat", **kw).indices, expected.indices)

@@ -89,7 +89,7 @@ def lcmat_distances(
     if weight == 0:
         return d_grad, 0.0
     _, h = curvature_coordinates(outputs, K)
-    d_hess = torch.cdist(h, h, p=1)
+    d_hess = torch.cdist(h, h, p=1)  # [n, n]; never the n x n x K broadcast of the reference
     if eps_mode == "relative":
         med_h = _pair_median(d_hess)
         weight = kappa * _pair_median(d_grad) / med_h if med_h > 0 else 0.0
