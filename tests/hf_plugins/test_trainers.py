@@ -446,3 +446,25 @@ def test_instruction_split_is_topic_disjoint_and_prompt_continues_into_completio
     joined = " ".join(" ".join(v.split()) for v in topics.values())
     tail = ex["messages"][0]["content"].split(": ", 1)[1].split()[-3:]
     assert " ".join(tail + ex["reference"].split()[:3]) in joined  # the completion continues the prompt text
+
+
+def test_gradient_accumulation_micro_batches_sum_to_the_full_batch_token_mean(tok, chat_ds, tmp_path):
+    student, teacher = _models(tok)
+    trainer = KDTrainer(model=student, teacher_model=teacher,
+                        args=_args(KDConfig, tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=1),
+                        train_dataset=chat_ds, processing_class=tok)
+    examples = [chat_ds[0], chat_ds[2]]
+    micro = [trainer.data_collator([e]) for e in examples]
+    masks = [_reference_positions(tok, b, [e]) for b, e in zip(micro, examples)]
+    n_items = torch.tensor(sum(int(m.sum()) for m in masks))
+    kls = []
+    for b, m in zip(micro, masks):
+        s, t = _shifted_logits(trainer, b)
+        kls += _explicit_fkl_entropy(s[m], t[m])[0]
+    trainer.model.train()
+    total = 0.0
+    for b in micro:
+        trainer._dataset_input_ids = b["input_ids"]  # a dataset batch, as training_step marks it
+        total += trainer.compute_loss(trainer.model, b, num_items_in_batch=n_items).item()
+    assert total == pytest.approx(sum(kls) / len(kls), rel=1e-4)  # token mean over both micro-batches
+    assert masks[0].sum() != masks[1].sum()  # unequal lengths: a mean of means would differ
