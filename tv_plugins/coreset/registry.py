@@ -4,7 +4,7 @@ registered under a name, and receives a :class:`SelectionContext` describing the
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +36,6 @@ class SelectionContext:
     forgetting: torch.Tensor | None = None
     progress: bool = False
 
-    def iter_groups(self) -> Iterator[tuple[int | None, torch.Tensor, int]]:
-        yield from self.groups
-
     def generator(self, salt: int = 0) -> torch.Generator:
         """A fresh ``torch.Generator`` seeded from ``seed`` (and ``salt``, e.g. the group number)."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
@@ -50,7 +47,7 @@ MethodFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method: ``needs_model`` (it reads last-layer outputs), ``needs_forgetting`` (it reads the
-    warm-up's forgetting events), ``weighted`` (it may return non-unit weights)."""
+    warm-up's forgetting events). ``fn(ctx, **options)`` returns ``(indices [n], weights [n] or None)``."""
 
     name: str
     fn: MethodFn

@@ -74,7 +74,9 @@ def select_coreset(
         warmup_epochs: epochs of warm-up training of the copy on the full dataset (0 = use ``model`` as is).
         balance: select per class (True) or from the whole dataset at once (False).
         seed: seeds the default model, the warm-up order and the randomised methods.
-        device: where the forward passes run (default: the model's device).
+        device: where the forward passes run (default: the model's device). Under an initialised
+            ``torch.distributed`` group the feature pass is split across ranks (every rank gets the same
+            selection); the warm-up is not split (each rank runs the same seeded warm-up).
         batch_size: mini-batch size of the warm-up and the feature pass.
         last_layer: the final ``nn.Linear`` (module or dotted name); default: the last ``nn.Linear``.
         warmup_lr: SGD learning rate of the warm-up (Nesterov momentum 0.9, weight decay 5e-4).

@@ -184,8 +184,8 @@ def test_selection_transform_keeps_augmentation_out_of_selection():
     noisy = T.Compose([flat, T.Lambda(lambda x: x + torch.randn_like(x))])  # a stand-in for augmentation
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
-    clean = DigitsDataset(transform=flat)
-    augmented = DigitsDataset(transform=noisy)
+    clean = DigitsDataset(transform=flat, test_fraction=0.8)  # ~360 training images keep the test quick
+    augmented = DigitsDataset(transform=noisy, test_fraction=0.8)
     kw = {"model": model, "warmup_epochs": 0, "progress": False, "fraction": 0.05}
     expected = select_coreset(clean, "lcmat", **kw)
     got = select_coreset(augmented, "lcmat", selection_transform=flat, **kw)
