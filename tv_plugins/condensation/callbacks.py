@@ -87,8 +87,10 @@ class PeriodicEvaluation(DistillCallback):
 
     def _run(self, state: DistillState) -> None:
         from .evaluation import evaluate_synthetic
+        from .real_data import as_labeled_tensors
         from .synthetic import SyntheticDataset
 
+        self.test_dataset = as_labeled_tensors(self.test_dataset, "test_dataset")  # convert once, reuse
         learned = state.objective.learned_lr
         synthetic = SyntheticDataset(state.parameterization, metadata={"learned_lr": learned})
         metrics = evaluate_synthetic(synthetic, self.test_dataset, **self.evaluate_kwargs)
