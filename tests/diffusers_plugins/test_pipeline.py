@@ -88,6 +88,10 @@ def test_seeded_runs_are_reproducible_and_slot_invariant(unet):
     assert a.rejections.sum() > 0 and (a.trajectory_nfe <= 3 * N).all()
     assert torch.equal(a.images, b.images) and np.array_equal(a.discriminator_evals, b.discriminator_evals)
     assert torch.allclose(a.images, c.images, atol=1e-5) and np.array_equal(a.nfe, c.nfe)
+    as_tuple = pipe(
+        5, N, gen(7), rejection_percentile=0.9, output_type="pt", max_nfe_per_sample=3 * N, return_dict=False
+    )
+    assert torch.equal(as_tuple[0], a.images) and np.array_equal(as_tuple[1], a.nfe)
     pil = pipe(2, N, gen(7), output_type="pil").images
     assert len(pil) == 2 and pil[0].size == (8, 8)
     assert pipe(2, N, gen(7), output_type="np").images.shape == (2, 8, 8, 1)
