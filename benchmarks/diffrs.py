@@ -304,8 +304,9 @@ def run_images(seeds, n: int, log) -> tuple[dict, dict]:
     return rows, {"examples": examples, "classifier_accuracy_on_real": acc}
 
 
-def peak_memory_mb(mode: str) -> float:
-    """Peak RSS (MiB) of one fresh subprocess sampling 256 digits with `mode` in {base, diffrs}."""
+def peak_memory_mb(mode: str) -> dict:
+    """Peak RSS (MiB) of one fresh subprocess sampling 512 digits with `mode` in {base, diffrs}:
+    the process peak after sampling and its increase over the peak before sampling."""
     code = (
         "import resource, torch, sys; from diffusers_plugins.demo import DemoConfig, prepare_models\n"
         "pipe, _, _ = prepare_models(DemoConfig(show_progress=False), log=lambda *a: None)\n"
@@ -313,11 +314,13 @@ def peak_memory_mb(mode: str) -> float:
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"mode = {mode!r}\n"
         "if mode == 'base': pipe.discriminator = None\n"
-        "pipe(256, 20, torch.Generator().manual_seed(0), output_type='latent', max_nfe_per_sample=None)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+        "pipe(512, 20, torch.Generator().manual_seed(0), output_type='latent', max_nfe_per_sample=None)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(after / 1024, (after - before) / 1024)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(res.stdout.strip().splitlines()[-1])
+    peak, delta = (float(v) for v in res.stdout.strip().splitlines()[-1].split())
+    return {"peak_rss_mib": peak, "increase_during_sampling_mib": delta}
 
 
 def write_markdown(result: dict, path: Path) -> None:
@@ -360,6 +363,14 @@ def write_markdown(result: dict, path: Path) -> None:
             table(result["images"], img_cols),
             "",
         ]
+        per_seed = result.get("images_per_seed", {})
+        base_seeds = per_seed.get("base DDIM 20", {})
+        for name, seeds in per_seed.items():
+            if "DiffRS" in name:
+                diffs = [
+                    f"{seeds[k]['frechet'] - base_seeds[k]['frechet']:+.3f}" for k in seeds if k in base_seeds
+                ]
+                md += [f"Per-seed Fréchet change vs base, {name}: {', '.join(diffs)}", ""]
         md += [
             f"Classifier accuracy on real digits: {result['classifier_accuracy_on_real']:.3f}",
             "",
@@ -368,7 +379,7 @@ def write_markdown(result: dict, path: Path) -> None:
         ]
     if "peak_memory_mib" in result:
         md += [
-            f"Peak RSS increase while sampling 256 digits (fresh subprocess each): {result['peak_memory_mib']}",
+            f"Peak RSS while sampling 512 digits (fresh subprocess each, MiB): {result['peak_memory_mib']}",
             "",
         ]
     path.write_text("\n".join(md))
@@ -414,6 +425,9 @@ def main(argv=None) -> None:
     parser.add_argument("--image-samples", type=int, default=512)
     parser.add_argument("--skip-images", action="store_true")
     parser.add_argument("--skip-toy", action="store_true")
+    parser.add_argument(
+        "--only-memory", action="store_true", help="re-measure peak memory into an existing JSON"
+    )
     args = parser.parse_args(argv)
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     seeds = list(range(args.seeds))
@@ -436,6 +450,14 @@ def main(argv=None) -> None:
             "package": diffusers_plugins.__name__,
         },
     }
+    if args.only_memory:
+        path = Path(args.json)
+        previous = json.loads(path.read_text())
+        previous["peak_memory_mib"] = {mode: peak_memory_mb(mode) for mode in ("base", "diffrs")}
+        path.write_text(json.dumps(previous, indent=2, default=str))
+        write_markdown(previous, path.with_suffix(".md"))
+        log(previous["peak_memory_mib"])
+        return
     t_start = time.time()
     toy_acc = {}
     if not args.skip_toy:
@@ -452,9 +474,6 @@ def main(argv=None) -> None:
             "base_tv": base_tv,
             "trained_tv": {g: m["tv"]["mean"] for g, m in best.items()},
         }
-        for g in (0.75, 0.9):
-            per_seed = rows[f"DiffRS trained gamma={g}"]
-            toy_acc[f"trained gamma={g}"] = next(iter(per_seed.values()))["acceptance_per_level"]
     examples = {}
     if not args.skip_images:
         rows, extra = run_images(seeds, args.image_samples, log)
@@ -476,8 +495,29 @@ def main(argv=None) -> None:
     result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and (args.skip_toy or args.skip_images):  # keep the part this run skipped
+        previous = json.loads(path.read_text())
+        kept = (
+            ("toy", "toy_per_seed", "toy_target")
+            if args.skip_toy
+            else (
+                "images",
+                "images_per_seed",
+                "classifier_accuracy_on_real",
+                "images_target",
+                "peak_memory_mib",
+            )
+        )
+        for key in kept:
+            if key in previous:
+                result[key] = previous[key]
+        result["settings_previous_part"] = previous.get("settings")
     path.write_text(json.dumps(result, indent=2, default=str))
     write_markdown(result, path.with_suffix(".md"))
+    for g in (0.75, 0.9):
+        per_seed = result.get("toy_per_seed", {}).get(f"DiffRS trained gamma={g}")
+        if per_seed:
+            toy_acc[f"trained gamma={g}"] = next(iter(per_seed.values()))["acceptance_per_level"]
     if examples:
         save_figures(examples, toy_acc, path.parent)
     log(f"wrote {path} and {path.with_suffix('.md')} in {result['wall_seconds']:.0f}s")
