@@ -54,8 +54,12 @@ def test_closed_form_gradient_equals_autograd(name, options):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("name, options", SETTINGS, ids=IDS)
-@pytest.mark.parametrize("chunk_size", [2, None])
+# every setting with chunks of 2 positions, and some with the automatic chunk size (one chunk here)
+CHUNK_CASES = [(n, o, 2) for n, o in SETTINGS] + [(n, o, None) for n, o in SETTINGS[::4]]
+CHUNK_IDS = [f"{i}-{c}" for i, c in zip(IDS + IDS[::4], [c for _, _, c in CHUNK_CASES])]
+
+
+@pytest.mark.parametrize("name, options, chunk_size", CHUNK_CASES, ids=CHUNK_IDS)
 def test_chunked_equals_full_logits_in_value_and_gradient(name, options, chunk_size):
     (hs, ws, bs), (ht, wt, bt), mask = _heads()
     params = [x.clone().requires_grad_(True) for x in (hs, ws, bs)]
@@ -121,6 +125,17 @@ def test_default_chunk_size_bounds_the_chunk_to_about_2_pow_23_logits():
     for vocab in (1000, 50257, 151936):
         rows = L.default_chunk_size(vocab)
         assert rows % 8 == 0 and (rows * vocab <= 1 << 23 or rows == 8)
+
+
+def test_chunked_and_full_logit_losses_are_deterministic():
+    (hs, ws, bs), (ht, wt, bt), mask = _heads(dtype=torch.float32, seed=3)
+    runs = []
+    for _ in range(2):
+        h = hs.clone().requires_grad_(True)
+        value = L.chunked("amid", h, ws, ht, wt, mask, chunk_size=3) + L.csd(h @ ws.T, ht @ wt.T, mask)
+        value.backward()
+        runs.append((value.detach(), h.grad))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
 
 def test_chunked_half_precision_and_no_grad():
