@@ -173,16 +173,32 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
 def memory_probe(args: argparse.Namespace) -> None:
-    """Child mode: build the seed-0 Fashion pool and warm model, then measure one selection's max-RSS delta."""
+    """Child mode: build the seed-0 Fashion pool and selection model, then measure one selection's peak RSS
+    above the RSS before it (Linux: the peak is reset through /proc/self/clear_refs; elsewhere the
+    process-lifetime ``ru_maxrss`` is used, which can only over-report the baseline)."""
+    import gc
+
     setup = fashion_setup(0, args.fashion_pool, args.fashion_test, args.fashion_steps, args.fashion_width)
-    warm = warm_up(setup["new_selector"](), setup["train"], setup["train"].targets, epochs=0, progress=False).model
+    model = setup["new_selector"]()
     method, options, _ = CONFIGS[args.memory_probe]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    select_coreset(setup["train"], method, 0.1, warm, warmup_epochs=2 if method == "forgetting" else 0,
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+        before, reset = _status_kb("VmRSS"), True
+    except OSError:
+        before, reset = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, False
+    select_coreset(setup["train"], method, 0.1, model, warmup_epochs=2 if method == "forgetting" else 0,
                    warmup_lr=0.01, batch_size=32, progress=False, **options)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"delta_mb": (after - before) / 1024}))
+    after = _status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"delta_mb": (after - before) / 1024, "peak_reset": reset}))
 
 
 def main() -> None:
