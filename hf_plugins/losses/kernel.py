@@ -2,8 +2,9 @@
 
 A kernel maps the valid rows of student and teacher logits, ``b, a: [N, V]`` (already gathered and upcast to
 fp32/fp64), to per-token values ``[N]`` in nats. ``value`` is differentiable in ``b`` (``a`` is a constant);
-``value_and_grad`` also returns ``d value_n / d b_n`` (``[N, V]``) and is what the chunked path uses. Kernels
-with a closed-form gradient override it; the default differentiates ``value`` with autograd.
+``value_and_grad`` also returns ``d value_n / d b_n`` (``[N, V]``); the full-logit backward and the chunked
+path use it. Every shipped kernel overrides it with a closed form; the default differentiates ``value``
+with autograd (the tests compare the two).
 
 Vocabulary entries whose logit is ``-inf`` in either model lie outside the shared support: they are left
 out of every vocabulary sum (the reference code's ``inf_mask`` convention). When both models mask the same
