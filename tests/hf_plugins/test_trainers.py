@@ -468,3 +468,16 @@ def test_gradient_accumulation_micro_batches_sum_to_the_full_batch_token_mean(to
         total += trainer.compute_loss(trainer.model, b, num_items_in_batch=n_items).item()
     assert total == pytest.approx(sum(kls) / len(kls), rel=1e-4)  # token mean over both micro-batches
     assert masks[0].sum() != masks[1].sum()  # unequal lengths: a mean of means would differ
+
+
+def test_importing_hf_plugins_stays_lazy_and_exports_the_trainers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hf_plugins; assert 'trl' not in sys.modules, 'trl imported eagerly'; "
+        "assert hf_plugins.AMiDTrainer.__name__ == 'AMiDTrainer'; "
+        "from trl.experimental.gkd import GKDTrainer; assert issubclass(hf_plugins.CSDTrainer, GKDTrainer)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
