@@ -118,7 +118,9 @@ def test_forward_kl_loss_and_logs_match_explicit_sums_on_completion_tokens(tok, 
     s, t = _shifted_logits(trainer, batch)
     kls, ents = _explicit_fkl_entropy(s[mask], t[mask])
     trainer.model.train()
+    trainer.teacher_model.train()  # compute_loss must switch the teacher to eval mode itself
     loss = trainer.compute_loss(trainer.model, batch)
+    assert not trainer.teacher_model.training
     assert loss.item() == pytest.approx(sum(kls) / len(kls), rel=1e-4, abs=1e-7)
     logged = trainer._metrics["train"]
     assert logged["distill_loss"][-1] == pytest.approx(sum(kls) / len(kls), rel=1e-4)
