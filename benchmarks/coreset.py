@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import resource
 import subprocess
@@ -225,7 +226,7 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     results = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "numpy": np.__version__, "threads": 1},
+                    "torch": torch.__version__, "numpy": np.__version__, "threads": 1, "cpus": os.cpu_count()},
         "settings": {"fractions": FRACTIONS, "configs": {k: [m, o, w] for k, (m, o, w) in CONFIGS.items()},
                      "argv": sys.argv[1:]},
         "datasets": {},

@@ -189,6 +189,9 @@ def extract_last_layer(
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type != device.type:
+        raise ValueError(f"device={device} but the model's parameters are on {param.device}; move the model first")
     n = len(dataset)
     rank, world = _distributed_world()
     captured: dict[str, torch.Tensor] = {}

@@ -121,6 +121,8 @@ def test_clear_errors_for_bad_inputs(blobs, mlp):
         _run(blobs, mlp, "uncertainty", score="bald")
     with pytest.raises(ValueError, match="warmup_epochs >= 2"):
         _run(blobs, mlp, "forgetting", warmup_epochs=1)
+    with pytest.raises(ValueError, match="move the model first"):
+        _run(blobs, mlp, "lcmat", device="meta")
     empty = torch.utils.data.Subset(blobs, [])
     with pytest.raises(ValueError, match="empty"):
         _run(empty, mlp, "lcmat")
