@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
 
 from ..last_layer import gradient_gram
 from ..registry import SelectionContext, register
@@ -25,6 +24,8 @@ __all__ = ["gradmatch", "omp_select"]
 
 def _ridge_nnls(gram_ss: np.ndarray, target_s: np.ndarray, lam: float) -> np.ndarray:
     """``argmin_{w>=0} w^T (K_SS + lam I) w - 2 w^T c`` via a Cholesky factor and scipy's NNLS."""
+    from scipy.optimize import nnls  # scipy comes with the `tv` extra (scikit-learn)
+
     m = gram_ss + lam * np.eye(len(gram_ss))
     chol = np.linalg.cholesky(m)
     rhs = np.linalg.solve(chol, target_s)
