@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,9 @@ WORKER = textwrap.dedent(
 def test_two_process_selection_equals_single_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    repo_root = str(Path(__file__).resolve().parents[3])  # the children import this checkout's tv_plugins
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p))
     runs = [(0, 1), (0, 2), (1, 2)]  # the single-process reference runs concurrently with the two ranks
     procs = [
         subprocess.Popen([sys.executable, str(script), str(r), str(w), str(tmp_path / f"out{w}_{r}.json"),
