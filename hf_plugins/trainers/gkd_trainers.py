@@ -25,7 +25,12 @@ from .configs import AMiDConfig, CSDConfig, KDConfig
 from .data_formats import to_chatml_collator_format
 from .loss_computation import LossTerms, chunked_terms, full_logit_terms, load_loss
 from .student_data import StudentDataSchedule
-from .vocabulary import check_teacher_tokenizer, check_vocabularies, head_rows
+from .vocabulary import (
+    check_distillation_arguments,
+    check_vocabularies,
+    head_rows,
+    parent_vocab_check_aligned,
+)
 
 __all__ = ["AMiDTrainer", "CSDTrainer", "KDTrainer"]
 
@@ -62,12 +67,7 @@ class KDTrainer(GKDTrainer):
         peft_config=None,
         formatting_func=None,
     ):
-        if not isinstance(args, self._config_class):
-            raise TypeError(f"args must be a {self._config_class.__name__}, got {type(args).__name__}")
-        if processing_class is None:
-            raise ValueError("processing_class (the tokenizer shared by teacher and student) is required")
-        if teacher_model is None:
-            raise ValueError("teacher_model is required (a model or a path)")
+        check_distillation_arguments(self._config_class, args, processing_class, teacher_model)
         if data_collator is None:
             train_dataset = to_chatml_collator_format(train_dataset, processing_class, "train_dataset")
             eval_dataset = to_chatml_collator_format(eval_dataset, processing_class, "eval_dataset")
@@ -77,20 +77,7 @@ class KDTrainer(GKDTrainer):
                 "is driven by the validation NLL"
             )
         self.loss_name, self.loss_options, self.loss_fn = load_loss(args)
-        teacher_path = teacher_model if isinstance(teacher_model, str) else None
-        if teacher_path is not None:
-            check_teacher_tokenizer(processing_class, teacher_path)
-
-        # GKD requires config.vocab_size equality; we accept padded heads (sliced to len(tokenizer)) and check
-        # the real vocabulary ourselves, so the teacher's config is aligned for GKD's check only.
-        patched = None
-        if teacher_path is None and model is not None and not isinstance(model, str):
-            check_vocabularies(model, teacher_model, processing_class)
-            s_cfg, t_cfg = model.config.get_text_config(), teacher_model.config.get_text_config()
-            if s_cfg.vocab_size != t_cfg.vocab_size:
-                patched = (t_cfg, t_cfg.vocab_size)
-                t_cfg.vocab_size = s_cfg.vocab_size
-        try:
+        with parent_vocab_check_aligned(model, teacher_model, processing_class):
             super().__init__(
                 model=model,
                 teacher_model=teacher_model,
@@ -106,9 +93,6 @@ class KDTrainer(GKDTrainer):
                 peft_config=peft_config,
                 formatting_func=formatting_func,
             )
-        finally:
-            if patched is not None:
-                patched[0].vocab_size = patched[1]
         unwrapped_teacher = self.accelerator.unwrap_model(self.teacher_model)
         self.vocab_size = check_vocabularies(self.model, unwrapped_teacher, processing_class)
         self._forward_redirection = _ForwardRedirection()

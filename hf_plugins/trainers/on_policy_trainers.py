@@ -17,7 +17,7 @@ from trl import DistillationTrainer
 
 from .configs import AMiDOnPolicyConfig, CSDOnPolicyConfig, KDOnPolicyConfig
 from .loss_computation import chunked_terms, load_loss
-from .vocabulary import check_teacher_tokenizer, check_vocabularies
+from .vocabulary import check_distillation_arguments, check_vocabularies, parent_vocab_check_aligned
 
 __all__ = ["AMiDOnPolicyTrainer", "CSDOnPolicyTrainer", "KDOnPolicyTrainer"]
 
@@ -60,12 +60,7 @@ class KDOnPolicyTrainer(DistillationTrainer):
         peft_config=None,
         tools=None,
     ):
-        if not isinstance(args, self._config_class):
-            raise TypeError(f"args must be a {self._config_class.__name__}, got {type(args).__name__}")
-        if processing_class is None:
-            raise ValueError("processing_class (the tokenizer shared by teacher and student) is required")
-        if teacher_model is None:
-            raise ValueError("teacher_model is required (a model or a path)")
+        check_distillation_arguments(self._config_class, args, processing_class, teacher_model)
         for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if ds is not None and hasattr(ds, "column_names") and "prompt" not in ds.column_names:
                 raise ValueError(
@@ -73,19 +68,7 @@ class KDOnPolicyTrainer(DistillationTrainer):
                     "dataset with a 'prompt' column (string or message list)"
                 )
         self.loss_name, self.loss_options, self.loss_fn = load_loss(args)
-        teacher_path = teacher_model if isinstance(teacher_model, str) else None
-        if teacher_path is not None:
-            check_teacher_tokenizer(processing_class, teacher_path)
-        patched = None
-        if teacher_path is None and not isinstance(model, str):
-            check_vocabularies(model, teacher_model, processing_class)
-            _reject_logit_transforms(model, "student")
-            _reject_logit_transforms(teacher_model, "teacher")
-            s_cfg, t_cfg = model.config.get_text_config(), teacher_model.config.get_text_config()
-            if s_cfg.vocab_size != t_cfg.vocab_size:
-                patched = (t_cfg, t_cfg.vocab_size)
-                t_cfg.vocab_size = s_cfg.vocab_size
-        try:
+        with parent_vocab_check_aligned(model, teacher_model, processing_class, check_model=_reject_logit_transforms):
             super().__init__(
                 model=model,
                 teacher_model=teacher_model,
@@ -99,9 +82,6 @@ class KDOnPolicyTrainer(DistillationTrainer):
                 peft_config=peft_config,
                 tools=tools,
             )
-        finally:
-            if patched is not None:
-                patched[0].vocab_size = patched[1]
         teacher = self.accelerator.unwrap_model(self.teacher_model)
         _reject_logit_transforms(self.model, "student")
         _reject_logit_transforms(teacher, "teacher")

@@ -9,8 +9,16 @@ an error at construction.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["check_teacher_tokenizer", "check_vocabularies", "head_rows"]
+__all__ = [
+    "check_distillation_arguments",
+    "check_teacher_tokenizer",
+    "check_vocabularies",
+    "head_rows",
+    "parent_vocab_check_aligned",
+]
 
 
 def head_rows(model) -> int:
@@ -70,3 +78,42 @@ def check_teacher_tokenizer(tokenizer, teacher_path: str) -> None:
             f"processing_class ({len(tokenizer)} tokens); teacher and student must share one tokenizer "
             "(use trl.experimental.gold for cross-tokenizer distillation)."
         )
+
+
+def check_distillation_arguments(config_class: type, args, processing_class, teacher_model) -> None:
+    """Constructor checks shared by every trainer here, run before the parent trainer does any work."""
+    if not isinstance(args, config_class):
+        raise TypeError(f"args must be a {config_class.__name__}, got {type(args).__name__}")
+    if processing_class is None:
+        raise ValueError("processing_class (the tokenizer shared by teacher and student) is required")
+    if teacher_model is None:
+        raise ValueError("teacher_model is required (a model or a path)")
+
+
+@contextmanager
+def parent_vocab_check_aligned(
+    student, teacher, tokenizer, check_model: Callable[[object, str], None] | None = None
+) -> Iterator[None]:
+    """Check the real vocabularies, then let the parent trainer's ``config.vocab_size`` equality check pass.
+
+    TRL's trainers refuse any difference in ``vocab_size``; padded LM heads (sliced to ``len(tokenizer)``
+    before the loss) are legitimate, so inside this block the teacher's config reports the student's size.
+    It is restored on exit. A teacher given as a path only has its saved tokenizer compared here.
+    ``check_model(model, role)`` runs on both instantiated models first (e.g. to reject unsupported heads).
+    """
+    if isinstance(teacher, str):
+        check_teacher_tokenizer(tokenizer, teacher)
+    if isinstance(teacher, str) or student is None or isinstance(student, str):
+        yield
+        return
+    check_vocabularies(student, teacher, tokenizer)
+    if check_model is not None:
+        check_model(student, "student")
+        check_model(teacher, "teacher")
+    s_cfg, t_cfg = student.config.get_text_config(), teacher.config.get_text_config()
+    original = t_cfg.vocab_size
+    t_cfg.vocab_size = s_cfg.vocab_size
+    try:
+        yield
+    finally:
+        t_cfg.vocab_size = original
