@@ -34,9 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# run from a checkout: make the repository importable even where the editable install maps packages oddly
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 MEAN = {"fmnist": 0.286, "digits16": 0.3}
 STD = {"fmnist": 0.353, "digits16": 0.35}
 # per-dataset parameterization settings at ~equal float budget (ipc * C * H * W floats per class)
