@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..accuracy import evaluate_accuracy
 from ..networks import ConvNet
 from .augmentation import DSA
 from .objective import DEFAULT_DSA
 from .parameterization import SyntheticParameterization
-from .real_data import LabeledTensors, as_labeled_tensors
+from .real_data import as_labeled_tensors
 from .synthetic import SyntheticDataset
 
 __all__ = ["evaluate_synthetic", "evaluation_learning_rates"]
@@ -46,17 +47,6 @@ def _synthetic_tensors(synthetic) -> tuple[torch.Tensor, torch.Tensor, dict]:
         return images.detach(), labels, {}
     data = as_labeled_tensors(synthetic, "synthetic")
     return data.images, data.labels, {}
-
-
-@torch.no_grad()
-def _accuracy(net: nn.Module, test: LabeledTensors, batch_size: int = 1024) -> float:
-    net.eval()
-    correct = 0
-    for start in range(0, len(test.labels), batch_size):
-        logits = net(test.images[start:start + batch_size])
-        correct += int((logits.argmax(1) == test.labels[start:start + batch_size]).sum())
-    net.train()
-    return 100.0 * correct / len(test.labels)
 
 
 def evaluate_synthetic(synthetic, test_dataset, model: nn.Module | Callable[[], nn.Module] | None = None,
@@ -126,6 +116,6 @@ def evaluate_synthetic(synthetic, test_dataset, model: nn.Module | Callable[[], 
                     F.cross_entropy(net(augment(images[batch])), labels[batch]).backward()
                     optimizer.step()
                 bar.update(1)
-            accuracies.append(_accuracy(net, test))
+            accuracies.append(evaluate_accuracy(net, test.images, test.labels, batch_size=1024))
         bar.close()
     return {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "runs": accuracies}

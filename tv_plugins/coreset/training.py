@@ -9,7 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-__all__ = ["TensorDataset", "evaluate_accuracy", "to_tensors", "train_classifier"]
+from ..accuracy import evaluate_accuracy
+
+__all__ = ["TensorDataset", "evaluate_accuracy", "train_classifier"]
 
 
 class TensorDataset(Dataset):
@@ -25,12 +27,6 @@ class TensorDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.data[i], int(self.targets[i])
-
-
-def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack every item of a ``(tensor, label)`` dataset: ``(inputs [N, ...] float32, labels [N] int64)``."""
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([torch.as_tensor(x, dtype=torch.float32) for x, _ in items]), torch.tensor([y for _, y in items])
 
 
 def train_classifier(
@@ -76,12 +72,3 @@ def train_classifier(
             if step >= total:
                 break
     return model.eval()
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in percent of ``model`` (eval mode) on ``(inputs, labels)``."""
-    model.eval()
-    correct = sum(int((model(inputs[s : s + batch_size]).argmax(1) == labels[s : s + batch_size]).sum())
-                  for s in range(0, len(labels), batch_size))
-    return 100.0 * correct / len(labels)
