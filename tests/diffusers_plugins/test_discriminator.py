@@ -108,30 +108,23 @@ def test_training_separates_real_from_generated_and_freezes_features(unet):
     assert not torch.equal(head, d.head.weight)
     with torch.no_grad():  # clean (sigma = 0) real images get a higher log-ratio than generated ones
         assert d(torch.full((1, 1, 8, 8), 0.6), 0.0) > d(torch.full((1, 1, 8, 8), -0.6), 0.0)
-    torch.manual_seed(5)
-    again, hist2 = train_discriminator(
-        TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4),
-        real,
-        fake,
-        DDIMScheduler(),
-        num_inference_steps=5,
-        num_steps=5,
-        batch_size=16,
-        learning_rate=3e-3,
-        show_progress=False,
-    )
-    torch.manual_seed(5)
-    _, hist3 = train_discriminator(
-        TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4),
-        real,
-        fake,
-        DDIMScheduler(),
-        num_inference_steps=5,
-        num_steps=5,
-        batch_size=16,
-        learning_rate=3e-3,
-        show_progress=False,
-    )
+
+    def short_run():
+        torch.manual_seed(5)
+        return train_discriminator(
+            TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4),
+            real,
+            fake,
+            DDIMScheduler(),
+            num_inference_steps=5,
+            num_steps=5,
+            batch_size=16,
+            learning_rate=3e-3,
+            show_progress=False,
+        )
+
+    _, hist2 = short_run()
+    _, hist3 = short_run()
     assert hist2 == hist3  # same seed -> same run
     with pytest.raises(TypeError, match="real_dataset"):
         train_discriminator(d, [1, 2], fake, DDIMScheduler(), show_progress=False)

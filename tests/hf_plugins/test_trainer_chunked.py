@@ -12,23 +12,6 @@ from hf_plugins.trainers import AMiDConfig, AMiDOnPolicyConfig, AMiDOnPolicyTrai
 V = 300
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return train_bpe_tokenizer(V)
-
-
-def _messages(i):
-    return [
-        {"role": "user", "content": f"Explain item {i} of the list."},
-        {"role": "assistant", "content": "It is " + "a long answer " * (i % 3 + 1) + f"about {i}."},
-    ]
-
-
-@pytest.fixture(scope="module")
-def chat_ds():
-    return Dataset.from_list([{"messages": _messages(i)} for i in range(8)])
-
-
 def _models(tok):
     return tiny_causal_lm(tok, "student", seed=0), tiny_causal_lm(tok, "teacher", seed=1)
 
@@ -41,12 +24,12 @@ def _args(cls, tmp_path, **kw):
     return cls(**base)
 
 
-def test_on_policy_amid_trainer_matches_full_logit_loss(tok, tmp_path):
+def test_on_policy_amid_trainer_matches_full_logit_loss(tok, conversations, tmp_path):
     from hf_plugins import losses
 
     tok_left = train_bpe_tokenizer(V)
     tok_left.padding_side = "left"
-    prompts = Dataset.from_list([{"prompt": _messages(i)[:-1]} for i in range(4)])
+    prompts = Dataset.from_list([{"prompt": m[:-1]} for m in conversations[:4]])
     student, teacher = _models(tok_left)
     args = AMiDOnPolicyConfig(
         output_dir=str(tmp_path), bf16=False, use_cpu=True, gradient_checkpointing=False, max_steps=2,
@@ -80,7 +63,7 @@ def test_on_policy_amid_trainer_matches_full_logit_loss(tok, tmp_path):
     assert entropy_sum.item() == pytest.approx(-(q.exp() * q).sum().item(), rel=1e-6)
     with pytest.raises(ValueError, match="'prompt' column"):
         AMiDOnPolicyTrainer(model=student, teacher_model=teacher, args=args,
-                            train_dataset=Dataset.from_list([{"messages": _messages(0)}]), processing_class=tok_left)
+                            train_dataset=Dataset.from_list([{"messages": conversations[0]}]), processing_class=tok_left)
 
 
 def test_chunked_gkd_path_equals_full_logits(tok, chat_ds, tmp_path):

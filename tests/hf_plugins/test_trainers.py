@@ -25,23 +25,6 @@ from hf_plugins.trainers import (
 V = 300
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return train_bpe_tokenizer(V)
-
-
-def _messages(i):
-    return [
-        {"role": "user", "content": f"Explain item {i} of the list."},
-        {"role": "assistant", "content": "It is " + "a long answer " * (i % 3 + 1) + f"about {i}."},
-    ]
-
-
-@pytest.fixture(scope="module")
-def chat_ds():
-    return Dataset.from_list([{"messages": _messages(i)} for i in range(8)])
-
-
 def _models(tok, student_rows=None, teacher_rows=None):
     student = tiny_causal_lm(student_rows or tok, "student", seed=0)
     teacher = tiny_causal_lm(teacher_rows or tok, "teacher", seed=1)
@@ -247,8 +230,8 @@ def test_teacher_loaded_from_a_saved_path_gives_the_same_loss(tok, chat_ds, tmp_
     assert a.compute_loss(a.model, batch).item() == pytest.approx(b.compute_loss(b.model, batch).item(), rel=1e-6)
 
 
-def test_dataset_formats_give_identical_batches_and_bad_columns_fail(tok, tmp_path):
-    msgs = [_messages(i) for i in range(4)]
+def test_dataset_formats_give_identical_batches_and_bad_columns_fail(tok, conversations, tmp_path):
+    msgs = conversations[:4]
     conv_pc = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in msgs])
     chat = Dataset.from_list([{"messages": m} for m in msgs])
     prompts = [tok.apply_chat_template(m[:-1], add_generation_prompt=True, tokenize=False) for m in msgs]
