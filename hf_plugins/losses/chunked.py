@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernel import TokenKernel
+from .loss import Loss
 from .reduction import check_mask
-from .registry import make_kernel
+from .registry import get
 
 __all__ = ["CHUNK_ELEMENTS", "chunked", "default_chunk_size"]
 
@@ -52,7 +52,7 @@ def _project(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def _chunk_loop(
-    kernel: TokenKernel,
+    kernel: Loss,
     chunk_size: int,
     tensors: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor | None],
     dtype: torch.dtype,
@@ -111,7 +111,7 @@ class _ChunkedLoss(torch.autograd.Function):
 
 
 def chunked(
-    name: str,
+    name: str | Loss,
     student_hidden: Tensor,
     student_head_weight: Tensor,
     teacher_hidden: Tensor,
@@ -125,7 +125,7 @@ def chunked(
     """Loss ``name`` (any of ``LOSS_NAMES``, with its ``options``) computed from hidden states chunk by chunk.
 
     Args:
-        name: loss name, e.g. "amid", "csd", "generalized_jsd".
+        name: loss name, e.g. "amid", "csd", "generalized_jsd"; or a configured ``Loss`` (then no ``options``).
         student_hidden: ``[..., H_s]`` final hidden states of the student (before its LM head).
         student_head_weight: ``[V, H_s]`` student LM-head weight (logits = hidden @ weight.T + bias).
         teacher_hidden: ``[..., H_t]`` teacher hidden states (same leading shape; constants).
@@ -141,7 +141,9 @@ def chunked(
         to the full-logit loss; gradients flow to ``student_hidden``, ``student_head_weight`` and
         ``student_head_bias``.
     """
-    kernel = make_kernel(name, options)
+    if isinstance(name, Loss) and options:
+        raise TypeError(f"options {sorted(options)} given with a configured {name!r}; set them on the Loss instead")
+    kernel = name if isinstance(name, Loss) else get(name, **options)
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from .kernel import TokenKernel
+if TYPE_CHECKING:
+    from .loss import Loss
 
 __all__ = ["apply_kernel", "check_mask", "compute_dtype", "gather_rows"]
 
@@ -81,7 +84,7 @@ class _KernelLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, kernel: TokenKernel, b: Tensor, a: Tensor, n_valid: int) -> Tensor:
+    def forward(ctx, kernel: Loss, b: Tensor, a: Tensor, n_valid: int) -> Tensor:
         values, grad = kernel.value_and_grad(b, a)
         ctx.grad = grad.div_(max(n_valid, 1))
         return values.sum() / max(n_valid, 1)
@@ -92,7 +95,7 @@ class _KernelLoss(torch.autograd.Function):
 
 
 def apply_kernel(
-    kernel: TokenKernel, student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None
+    kernel: Loss, student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None
 ) -> Tensor:
     """Token-level mean of ``kernel`` over the valid positions of the whole batch (0 when none is valid).
 

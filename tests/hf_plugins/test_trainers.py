@@ -264,7 +264,6 @@ def test_dataset_formats_give_identical_batches_and_bad_columns_fail(tok, conver
         (CSDConfig, {"csd_weights": ("S", "X")}, "csd_weights"),
         (CSDConfig, {"csd_temperature": 0.0}, "csd_temperature"),
         (KDConfig, {"loss": "wasserstein"}, "wasserstein"),
-        (KDConfig, {"loss": "skew_forward_kl", "loss_options": {"bogus": 1}}, "bogus"),
         (KDConfig, {"sft_weight": -1.0}, "sft_weight"),
         (KDConfig, {"loss_chunk_size": 0}, "loss_chunk_size"),
         (KDConfig, {"student_data": "always"}, "student_data"),
@@ -274,6 +273,29 @@ def test_dataset_formats_give_identical_batches_and_bad_columns_fail(tok, conver
 def test_configs_reject_bad_options_before_work(tmp_path, cls, kw, match):
     with pytest.raises(ValueError, match=match):
         _args(cls, tmp_path, **kw)
+
+
+def test_configs_reject_unknown_loss_options_with_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="bogus.*valid options: lam"):
+        _args(KDConfig, tmp_path, loss="skew_forward_kl", loss_options={"bogus": 1})
+
+
+@pytest.mark.parametrize(
+    ("cls", "argv", "expected"),
+    [
+        (CSDConfig, ["--csd_weights", "TS", "--csd_temperature", "1.5"],
+         ("csd", {"weights": ("teacher", "student"), "temperature": 1.5, "mix_alpha": 0.15})),
+        (AMiDConfig, ["--amid_lambda", "0.3", "--amid_order", "qr"],
+         ("amid", {"alpha": 0.5, "lam": 0.3, "divergence": "ab", "order": "qr", "ab_alpha": 0.2, "ab_beta": 0.7})),
+        (KDConfig, ["--loss", "skew_forward_kl", "--loss_options", '{"lam": 0.3}'], ("skew_forward_kl", {"lam": 0.3})),
+    ],
+)
+def test_configs_parse_from_the_command_line(tmp_path, cls, argv, expected):
+    from transformers import HfArgumentParser
+
+    base = ["--output_dir", str(tmp_path), "--use_cpu", "True", "--bf16", "False"]
+    (cfg,) = HfArgumentParser(cls).parse_args_into_dataclasses(base + argv)
+    assert cfg.loss_spec() == expected
 
 
 def test_csd_weight_letters_map_to_loss_names(tmp_path):
