@@ -48,7 +48,7 @@ def test_tokenizer_chat_template(tokenizer):
 
 
 def test_tokenizer_is_cached_and_reloads_identically(tokenizer):
-    from hf_plugins.tokenizer import cache_dir
+    from hf_plugins.testing_utils.tokenizer import cache_dir
 
     assert (cache_dir() / "tokenizers" / "bpe-512" / "tokenizer.json").exists()
     again = train_bpe_tokenizer(vocab_size=512)

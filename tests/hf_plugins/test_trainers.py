@@ -428,7 +428,7 @@ def test_distillm_schedule_reacts_to_validation_nll_during_training(tok, chat_ds
 
 
 def test_rouge_l_matches_hand_computed_lcs_and_takes_best_reference():
-    from hf_plugins.trainers.evaluation import rouge_l
+    from hf_plugins.testing_utils.evaluation import rouge_l
 
     # LCS("the cat sat", "the cat sat on the mat") = 3: P = 3/3, R = 3/6, F = 2PR/(P+R) = 2/3
     assert rouge_l(["the cat sat"], ["the cat sat on the mat"]) == pytest.approx(200 / 3)
@@ -441,7 +441,7 @@ def test_rouge_l_matches_hand_computed_lcs_and_takes_best_reference():
 def test_instruction_split_is_topic_disjoint_and_prompt_continues_into_completion():
     from pydoc_data.topics import topics
 
-    from hf_plugins.trainers.instruction_data import pydoc_instruction_split
+    from hf_plugins.testing_utils.instruction_data import pydoc_instruction_split
 
     split = pydoc_instruction_split(prompt_words=8, completion_words=12)
     assert len(split["train"]) > 500 and len(split["validation"]) > 30

@@ -35,13 +35,15 @@ def tiny_causal_lm(
         size: one of ``TINY_SIZES`` ("student" < "teacher"; the "-base" pair is larger, for demos).
         arch: "qwen2" (``Qwen2Config``) or "gpt2" (``GPT2Config``).
         max_position_embeddings: longest sequence the model accepts.
-        seed: seed of the weight initialisation (same seed, same weights).
+        seed: seed of the weight initialisation (same seed, same weights); the caller's global RNG state is
+            left unchanged.
 
     Returns:
         A fp32 ``transformers`` ``PreTrainedModel`` with an LM head of ``vocab_size`` rows.
     """
-    import torch
     from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
+
+    from .rng import seeded_global_rng
 
     if not isinstance(vocab_size, int):
         tokenizer = vocab_size
@@ -79,7 +81,5 @@ def tiny_causal_lm(
         )
     else:
         raise ValueError(f"arch must be 'qwen2' or 'gpt2', got {arch!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
-    return model
+    with seeded_global_rng(seed):
+        return AutoModelForCausalLM.from_config(config)
