@@ -89,3 +89,24 @@ def test_tiny_models_reject_bad_arguments():
         tiny_causal_lm(300, "huge")
     with pytest.raises(ValueError, match="arch"):
         tiny_causal_lm(300, arch="llama9")
+
+
+def test_tiny_models_leave_the_callers_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    tiny_causal_lm(300, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)  # a byte tensor: exact by construction
+
+
+def test_sampling_is_seeded_and_leaves_the_callers_global_rng_alone(tokenizer):
+    from hf_plugins.testing_utils.evaluation import sample_completions
+
+    model = tiny_causal_lm(tokenizer, seed=0)
+    prompts = [[{"role": "user", "content": "Explain the assert statement."}]] * 3
+    torch.manual_seed(321)
+    state = torch.get_rng_state()
+    first = sample_completions(model, tokenizer, prompts, max_new_tokens=6, seed=4, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert sample_completions(model, tokenizer, prompts, max_new_tokens=6, seed=4, progress=False) == first
+    assert sample_completions(model, tokenizer, prompts, max_new_tokens=6, seed=5, progress=False) != first
+    assert len(set(first)) > 1  # sampled, not greedy: the three identical prompts get different completions

@@ -396,14 +396,14 @@ def test_half_precision_input_equals_fp32_on_rounded_logits(logits, name, option
     assert getattr(L, name)(b.float(), a.float(), mask, **options).dtype == torch.float32
 
 
-# ----------------------------------------------------------------------------- AMiD facts (spec F.10-18)
+# ----------------------------------------------------------------------------- AMiD identities
 def test_amid_alpha_minus_one_is_the_arithmetic_mixture(logits):
     b, a, mask = logits
     pair = log_pair(b.reshape(-1, 11), a.reshape(-1, 11))
     for lam in (0.1, 0.35, 0.9):
         lr, _ = assistant_log_probs(pair, -1.0, lam)
         torch.testing.assert_close(lr.exp(), lam * pair.p + (1 - lam) * pair.q, rtol=0, atol=1e-12)
-    # spec F.10/F.11: skew KL and skew reverse KL identities, value and gradient
+    # alpha = -1 gives the skew KL and skew reverse KL, value and gradient
     sigma = 0.1
     for amid_opts, fn, fn_opts in [
         ({"lam": sigma, "order": "pr"}, L.skew_forward_kl, {"lam": sigma}),
@@ -456,7 +456,7 @@ def test_amid_assistant_geometric_harmonic_power_and_limits():
         torch.testing.assert_close(
             assistant_log_probs(pair, 1e5, lam)[0].exp(), mini / mini.sum(-1, keepdim=True), rtol=0, atol=1e-3
         )
-        # continuity at alpha = 1 (spec F.14): roughly linear in eps and < 1e-3 at eps = 1e-4
+        # continuity at alpha = 1: roughly linear in eps and < 1e-3 at eps = 1e-4
         gaps = [
             (assistant_log_probs(pair, 1 - eps, lam)[0].exp() - geo.exp()).abs().max().item()
             for eps in (1e-2, 1e-3, 1e-4)
@@ -471,7 +471,7 @@ def test_amid_assistant_geometric_harmonic_power_and_limits():
 
 
 def test_amid_analytic_gradient_formula():
-    """Spec F.18: d amid(kl, pr) / d b = w (r - p) - q sum w (r - p), w = (1-lam) q^s / (lam p^s + (1-lam) q^s)."""
+    """The closed form d amid(kl, pr) / d b = w (r - p) - q sum w (r - p), w = (1-lam) q^s / (lam p^s + (1-lam) q^s)."""
     g = torch.Generator().manual_seed(7)
     b, a = (
         2 * torch.randn(3, 10, generator=g, dtype=torch.float64),
@@ -487,7 +487,7 @@ def test_amid_analytic_gradient_formula():
         torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12)
 
 
-# ----------------------------------------------------------------------------- CSD facts (spec F.22-28)
+# ----------------------------------------------------------------------------- CSD identities
 def test_csd_closed_form_and_gradient_equal_double_sum():
     g = torch.Generator().manual_seed(8)
     b, a = (
@@ -544,7 +544,7 @@ def test_generalized_jsd_equals_trl_gkd(logits, beta):
 
 
 def test_amid_repo_js_distance_convention_matches_trl(logits):
-    """Spec F.20: the AMiD repo's js_distance(lam=0.1) (m = 0.9 p + 0.1 q) is TRL's beta = 0.9."""
+    """The AMiD repo's js_distance(lam=0.1) (m = 0.9 p + 0.1 q) is TRL's beta = 0.9."""
     b, a, mask = logits
     p, q = torch.softmax(a[mask], -1), torch.softmax(b[mask], -1)
     m = 0.9 * p + 0.1 * q
@@ -552,7 +552,7 @@ def test_amid_repo_js_distance_convention_matches_trl(logits):
     torch.testing.assert_close(L.generalized_jsd(b, a, mask, beta=0.9), js, rtol=1e-12, atol=0)
 
 
-# ----------------------------------------------------------------------------- AB special branches (F.19)
+# ----------------------------------------------------------------------------- AB special branches
 def test_ab_divergence_special_cases_and_branch_continuity(logits):
     b, a, mask = logits
     fkl, rkl = L.forward_kl(b, a, mask), L.reverse_kl(b, a, mask)

@@ -341,6 +341,25 @@ def test_replay_buffer_strips_padding_samples_uniformly_and_round_trips(tmp_path
     assert torch.allclose(counts / 600, torch.full((3,), 2 / 3), atol=0.07)
 
 
+def test_student_data_resume_refuses_other_settings_and_corrupt_files(tmp_path):
+    sch = StudentDataSchedule("distillm", capacity=2, threshold_step=0.1, seed=0)
+    sch.buffer.push(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
+    sch.save(tmp_path)
+    StudentDataSchedule("distillm", capacity=2, threshold_step=0.1, seed=0).load(tmp_path)  # same settings: fine
+    with pytest.raises(ValueError, match=r"threshold_step: 0.1 in the checkpoint vs 0.2 now"):
+        StudentDataSchedule("distillm", capacity=2, threshold_step=0.2, seed=0).load(tmp_path)
+    with pytest.raises(ValueError, match=r"mode: 'distillm' in the checkpoint vs 'imitkd' now.*capacity: 2.*vs 3"):
+        StudentDataSchedule("imitkd", capacity=3, seed=0).load(tmp_path)
+    tensors = tmp_path / "replay_buffer.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"replay_buffer.safetensors is missing, incomplete or corrupt"):
+        StudentDataSchedule("distillm", capacity=2, threshold_step=0.1, seed=0).load(tmp_path)
+    state = tmp_path / "student_data.json"
+    state.write_text(state.read_text()[:25])
+    with pytest.raises(ValueError, match=r"student_data.json is missing, incomplete or corrupt.*KDTrainer checkpoint"):
+        StudentDataSchedule("distillm", capacity=2, threshold_step=0.1, seed=0).load(tmp_path)
+
+
 def test_distillm_schedule_follows_threshold_rules():
     sch = StudentDataSchedule("distillm", capacity=2, init_threshold=0.0, threshold_step=0.1, loss_eps=0.1, seed=0)
     assert {sch.choose(s, 100) for s in range(50)} == {"dataset"}  # threshold 0: never student data
