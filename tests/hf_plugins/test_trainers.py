@@ -475,25 +475,42 @@ def test_instruction_split_is_topic_disjoint_and_prompt_continues_into_completio
 
 
 def test_gradient_accumulation_micro_batches_sum_to_the_full_batch_token_mean(tok, chat_ds, tmp_path):
+    """One optimizer step over two micro-batches of unequal length, through Trainer.train / training_step."""
+    from transformers import TrainerCallback
+
+    examples = [chat_ds[0], chat_ds[2]]
     student, teacher = _models(tok)
     trainer = KDTrainer(model=student, teacher_model=teacher,
-                        args=_args(KDConfig, tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=1),
-                        train_dataset=chat_ds, processing_class=tok)
-    examples = [chat_ds[0], chat_ds[2]]
+                        args=_args(KDConfig, tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=1,
+                                   max_steps=1, max_grad_norm=0.0),
+                        train_dataset=Dataset.from_list(examples), processing_class=tok)
     micro = [trainer.data_collator([e]) for e in examples]
     masks = [_reference_positions(tok, b, [e]) for b, e in zip(micro, examples)]
-    n_items = torch.tensor(sum(int(m.sum()) for m in masks))
+    assert masks[0].sum() != masks[1].sum()  # unequal lengths: a mean of micro-batch means would differ
+    # the full-batch token mean of KL(p||q) and its gradient, by autograd on a copy of the initial student
+    reference = tiny_causal_lm(tok, "student", seed=0).double()
     kls = []
     for b, m in zip(micro, masks):
-        s, t = _shifted_logits(trainer, b)
-        kls += _explicit_fkl_entropy(s[m], t[m])[0]
-    trainer.model.train()
-    total = 0.0
-    for b in micro:
-        trainer._dataset_input_ids = b["input_ids"]  # a dataset batch, as training_step marks it
-        total += trainer.compute_loss(trainer.model, b, num_items_in_batch=n_items).item()
-    assert total == pytest.approx(sum(kls) / len(kls), rel=1e-4)  # token mean over both micro-batches
-    assert masks[0].sum() != masks[1].sum()  # unequal lengths: a mean of means would differ
+        s = reference(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1][m]
+        with torch.no_grad():
+            t = trainer.teacher_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1][m]
+        p = torch.softmax(t.double(), -1)
+        kls.append((p * (p.log() - torch.log_softmax(s, -1))).sum(-1))
+    full_mean = torch.cat(kls).mean()
+    full_mean.backward()
+
+    class GradientsBeforeTheStep(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self.grads = [p.grad.detach().double().clone() for p in trainer.model.parameters()]
+
+    recorder = GradientsBeforeTheStep()
+    trainer.add_callback(recorder)
+    trainer.train()
+    # fp32 loss over ~20 tokens x V = 300 vs the float64 reference: ~1e-6 relative (a mean of means is off by 2e-3)
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(full_mean.item(), rel=1e-5)
+    # fp32 trainer vs float64 reference: per-entry gradients ~1e-3, summed over ~20 tokens and V = 300
+    for got, (name, want) in zip(recorder.grads, reference.named_parameters()):
+        torch.testing.assert_close(got, want.grad, rtol=1e-4, atol=1e-7, msg=name)
 
 
 def test_importing_hf_plugins_stays_lazy_and_exports_the_trainers():
