@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .loss import Loss
-from .reduction import check_mask
+from .reduction import check_finite, check_mask
 from .registry import get
 
 __all__ = ["CHUNK_ELEMENTS", "chunked", "default_chunk_size"]
@@ -102,7 +102,7 @@ class _ChunkedLoss(torch.autograd.Function):
             None if g is None else (g * scale).to(x.dtype)
             for g, x in ((grad_h, h_s), (grad_w, w_s), (grad_bias, bias_s))
         ]
-        return total * scale
+        return check_finite(total * scale, kernel)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -174,15 +174,8 @@ def chunked(
     if not torch.is_grad_enabled():
         tensors = (h_s, student_head_weight, student_head_bias, h_t, teacher_head_weight, t_bias)
         total = _chunk_loop(kernel, chunk_size, tensors, dtype, (False, False, False))[0]
-        return total / max(h_s.shape[0], 1)
+        return check_finite(total / max(h_s.shape[0], 1), kernel)
     return _ChunkedLoss.apply(
-        kernel,
-        chunk_size,
-        dtype,
-        h_s,
-        student_head_weight,
-        student_head_bias,
-        h_t.detach(),
-        teacher_head_weight.detach(),
-        t_bias,
+        kernel, chunk_size, dtype, h_s, student_head_weight, student_head_bias, h_t.detach(),
+        teacher_head_weight.detach(), t_bias,
     )

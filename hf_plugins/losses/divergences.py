@@ -137,7 +137,8 @@ class ABDivergenceLoss(LogSpaceLoss):
     ``ab_divergence(1, 0) = KL(p||q)``, ``(0, 1) = KL(q||p)``, ``(0.5, 0.5) = 2 sum (sqrt p - sqrt q)^2``,
     ``(0, 0) = 1/2 sum (log q - log p)^2``. Exponents with magnitude below 1e-8 (alpha, beta or alpha+beta)
     use the closed-form limit of that branch. With a negative exponent the divergence is unbounded as one
-    probability alone goes to 0, so it can overflow fp32 when a probability underflows on one side only.
+    probability alone goes to 0, so it can overflow fp32 when a probability underflows on one side only (the
+    loss then raises a ValueError instead of returning inf).
     """
 
     alpha: float = option(0.2, finite_real, "alpha exponent (any real).")

@@ -33,9 +33,9 @@ AB_ZERO = 1e-8
 
 def support_of(b: Tensor, a: Tensor) -> Tensor | None:
     """Bool ``[N, V]``: entries finite in both models, or None when every entry is (the common fast case)."""
-    # one reduction per tensor: any NaN or +-inf makes the sum non-finite (an overflowing sum of huge finite
-    # logits only sends us down the exact slow path)
-    if bool(torch.isfinite(b.sum())) and bool(torch.isfinite(a.sum())):
+    # one reduction per tensor and one device sync: any NaN or +-inf makes the sum non-finite (an overflowing sum
+    # of huge finite logits only sends us down the exact slow path)
+    if bool(torch.isfinite(b.sum() + a.sum())):
         return None
     for name, x in (("student_logits", b), ("teacher_logits", a)):
         if bool(torch.isnan(x).any()) or bool(torch.isposinf(x).any()):

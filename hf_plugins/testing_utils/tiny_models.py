@@ -55,29 +55,17 @@ def tiny_causal_lm(
     if size not in TINY_SIZES:
         raise ValueError(f"size must be one of {sorted(TINY_SIZES)}, got {size!r}")
     hidden, inter, layers, heads, kv_heads = TINY_SIZES[size]
+    common = {"vocab_size": vocab_size, "pad_token_id": pad_token_id, "eos_token_id": eos_token_id}
     if arch == "qwen2":
         config = Qwen2Config(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            intermediate_size=inter,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=kv_heads,
-            max_position_embeddings=max_position_embeddings,
-            tie_word_embeddings=False,
-            pad_token_id=pad_token_id,
-            eos_token_id=eos_token_id,
+            hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
+            num_key_value_heads=kv_heads, max_position_embeddings=max_position_embeddings, tie_word_embeddings=False,
+            **common,
         )
     elif arch == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=hidden,
-            n_layer=layers,
-            n_head=heads,
-            n_positions=max_position_embeddings,
-            pad_token_id=pad_token_id,
-            eos_token_id=eos_token_id,
-            bos_token_id=eos_token_id,
+            n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_position_embeddings, bos_token_id=eos_token_id,
+            **common,
         )
     else:
         raise ValueError(f"arch must be 'qwen2' or 'gpt2', got {arch!r}")

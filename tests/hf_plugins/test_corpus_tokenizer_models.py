@@ -75,13 +75,15 @@ def test_tiny_models_share_vocab_teacher_larger_and_reload(tmp_path, tokenizer, 
     assert student.config.pad_token_id == tokenizer.pad_token_id
     student.save_pretrained(tmp_path / "s")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "s")
-    torch.testing.assert_close(reloaded(ids).logits, student.eval()(ids).logits, rtol=0, atol=0)
+    # reloaded weights are the same bits but not 64-byte aligned, so some CPU kernels round differently: logits ~1
+    # after 2-3 fp32 layers of width <= 128 carry ~1e-6 of rounding, so 1e-5 is ten times that
+    torch.testing.assert_close(reloaded(ids).logits, student.eval()(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_tiny_models_are_seeded():
     a, b, c = (tiny_causal_lm(300, seed=s) for s in (0, 0, 1))
     pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
-    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)  # same seed, same process, same init code: bitwise
 
 
 def test_tiny_models_reject_bad_arguments():

@@ -321,6 +321,7 @@ def test_masked_positions_change_nothing(logits, name):
     b2[~mask] = 50 * torch.randn(int((~mask).sum()), 11, dtype=torch.float64)
     a2[~mask] = -7.0
     v1, g1 = _grad(getattr(L, name), b2, a2, mask)
+    # the valid rows are the same tensors through the same kernels, so the result is bitwise the same
     torch.testing.assert_close(v1, v0, rtol=0, atol=0)
     assert torch.equal(g1[mask], g0[mask])
     assert torch.all(g1[~mask] == 0)
@@ -370,6 +371,58 @@ def test_no_nan_with_extreme_and_masked_vocabulary_fp32(name, options):
     value, grad = _grad(getattr(L, name), b, a, **options)
     assert torch.isfinite(value) and torch.isfinite(grad).all()
     assert torch.all(grad[2:, 4] == 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_valid_position_with_no_shared_finite_entry_is_an_error(logits, name):
+    b, a, mask = logits
+    assert mask[0, 3] and not mask[0, 0]
+    teacher_row_gone, student_row_gone, disjoint = (a.clone(), b.clone()), (a.clone(), b.clone()), (a.clone(), b.clone())
+    teacher_row_gone[0][0, 3] = -math.inf
+    student_row_gone[1][0, 3] = -math.inf
+    disjoint[0][0, 3, :5], disjoint[1][0, 3, 5:] = -math.inf, -math.inf
+    for teacher, student in (teacher_row_gone, student_row_gone, disjoint):
+        with pytest.raises(ValueError, match="1 valid position.*no vocabulary entry finite in both"):
+            getattr(L, name)(student, teacher, mask)
+    # the same row at a masked-out position is never looked at: the valid rows, hence the result, are unchanged
+    teacher = a.clone()
+    teacher[0, 0] = -math.inf
+    torch.testing.assert_close(getattr(L, name)(b, teacher, mask), getattr(L, name)(b, a, mask), rtol=0, atol=0)
+    (hs, ws), (ht, wt) = (b[..., :4], torch.eye(11, 4, dtype=b.dtype)), (a[..., :4], torch.eye(11, 4, dtype=a.dtype))
+    with pytest.raises(ValueError, match="no vocabulary entry finite in both"):
+        L.chunked(name, hs, ws, ht, wt, mask, teacher_head_bias=torch.full((11,), -math.inf, dtype=a.dtype))
+
+
+def _extreme_logits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(9)
+    b, a = torch.randn(6, 7, generator=g), torch.randn(6, 7, generator=g)
+    one_hot = b.clone()
+    one_hot[0], one_hot[0, 0] = -1e4, 0.0  # student probabilities underflow to 0 on one side only
+    partial_b, partial_a = b.clone(), a.clone()
+    partial_b[:, :3], partial_a[:, 3:6] = -math.inf, -math.inf  # supports overlap in one entry per row
+    return {
+        "scale 1e4": (1e4 * b, 1e4 * a),
+        "scale 1e30": (1e30 * b, 1e30 * a),
+        "fp32 max": (torch.full((2, 5), 3e38), torch.full((2, 5), -3e38)),
+        "one-sided underflow": (one_hot, a),
+        "fp16 range": ((6e4 * b).clamp(-65504, 65504).half(), (6e4 * a).clamp(-65504, 65504).half()),
+        "bf16 1e30": ((1e30 * b).bfloat16(), (1e30 * a).bfloat16()),
+        "one shared entry": (partial_b, partial_a),
+    }
+
+
+@pytest.mark.parametrize("name, options", SETTINGS, ids=IDS)
+def test_no_nan_or_inf_escapes_on_extreme_logits(name, options):
+    """Each loss returns a finite value and gradient or raises a ValueError saying why; never NaN or inf."""
+    for label, (b, a) in _extreme_logits().items():
+        b = b.clone().requires_grad_(True)
+        try:
+            value = getattr(L, name)(b, a, **options)
+        except ValueError as err:
+            assert "on these logits" in str(err) and label != "one shared entry", label
+            continue
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(b.grad).all(), label
 
 
 @pytest.mark.parametrize("name, options", SETTINGS, ids=IDS)
