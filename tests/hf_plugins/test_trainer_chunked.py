@@ -121,3 +121,14 @@ def test_chunked_gkd_path_equals_full_logits(tok, chat_ds, tmp_path):
     assert chunked._metrics["train"]["teacher_student_kl"][-1] == pytest.approx(
         full._metrics["train"]["teacher_student_kl"][-1], rel=1e-5
     )
+
+
+def test_on_policy_configs_fix_their_loss_and_check_its_fields(tmp_path):
+    from hf_plugins.trainers import CSDOnPolicyConfig
+
+    base = dict(output_dir=str(tmp_path), bf16=False, use_cpu=True)
+    with pytest.raises(ValueError, match="fixes loss='amid'"):
+        AMiDOnPolicyConfig(**base, loss="csd")
+    with pytest.raises(ValueError, match="amid_lambda must lie in"):
+        AMiDOnPolicyConfig(**base, amid_lambda=1.5)
+    assert CSDOnPolicyConfig(**base, csd_weights="TS").distillation_loss().weights == ("teacher", "student")
