@@ -1,7 +1,7 @@
 """Distillation quality at CPU scale: SFT teacher -> SFT-initialised student, 14 objectives, identical settings.
 
 Protocol (the AMiD/CSD/DistiLLM papers' recipe, shrunk to CPU): pydoc instruction split (held-out topics),
-an SFT teacher and an SFT-initialised smaller student (``hf_plugins.distillation_demo.prepare_models``),
+an SFT teacher and an SFT-initialised smaller student (``hf_plugins.testing_utils.demo.prepare_models``),
 then each objective trains the same student initialisation for the same number of steps with the same
 optimiser, batch and data order. All objectives are off-policy (dataset completions) except GKD, which
 uses its lmbda = 0.5 on-/off-policy mix as published. Metrics on held-out prompts: ROUGE-L (rouge-score,
@@ -46,11 +46,11 @@ METHODS = {
 ANCHOR = "GKD JSD(0.5), lmbda=0.5"
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "runs" / "hf_plugins_demo"  # shares the demo's cached teacher / student inits
+CACHE = ROOT / "runs" / "hf_plugins"  # shares the demo's cached teacher / student inits
 
 
 def _settings(args) -> dict:
-    from hf_plugins.distillation_demo import DEMO_SETTINGS
+    from hf_plugins.testing_utils.demo import DEMO_SETTINGS
 
     return {**DEMO_SETTINGS, "distill_steps": args.steps, "eval_examples": args.eval_examples, "lmbda": 0.0}
 
@@ -60,9 +60,9 @@ def run_worker(args) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from hf_plugins.distillation_demo import distill, prepare_models
-    from hf_plugins.trainers.evaluation import evaluate_student
-    from hf_plugins.trainers.supervised import supervised_finetune
+    from hf_plugins.testing_utils.demo import distill, prepare_models
+    from hf_plugins.testing_utils.evaluation import evaluate_student
+    from hf_plugins.testing_utils.supervised import supervised_finetune
 
     torch.set_num_threads(1)
     settings = _settings(args)
@@ -77,7 +77,8 @@ def run_worker(args) -> None:
             model = AutoModelForCausalLM.from_pretrained(s_path)
             start = time.perf_counter()
             supervised_finetune(model, tok, split["train"], run_dir, settings["distill_steps"],
-                                settings["learning_rate"], settings["batch_size"], seed=seed, progress=False)
+                                settings["learning_rate"], settings["batch_size"], seed=seed, progress=False,
+                                use_cpu=True)
             per_step = (time.perf_counter() - start) / settings["distill_steps"]
         else:
             model, _, per_step = distill(kind, dict(options), tok, split, teacher, s_path, run_dir, settings,
@@ -118,7 +119,7 @@ def main() -> None:
     import trl
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from hf_plugins.distillation_demo import prepare_models
+    from hf_plugins.testing_utils.demo import prepare_models
 
     torch.set_num_threads(1)  # tiny models on a shared CPU: one thread per process is fastest
     settings = _settings(args)

@@ -1,5 +1,8 @@
 """hf_plugins: LLM knowledge distillation (AMiD, CSD and baseline divergences) for transformers/TRL.
 
+The plugin: ``hf_plugins.losses`` (the divergences) and ``hf_plugins.trainers`` (TRL trainer drop-ins).
+Offline fixtures (pydoc corpus, BPE tokenizer, tiny models) and the demo live in ``hf_plugins.testing_utils``.
+
 Public names are imported lazily, so ``import hf_plugins`` stays cheap and pulls in transformers/TRL
 only when a name that needs them is used.
 """
@@ -11,11 +14,11 @@ from typing import Any
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
-    "CorpusSplit": "corpus",
-    "load_pydoc_corpus": "corpus",
-    "TINY_SIZES": "tiny_models",
-    "tiny_causal_lm": "tiny_models",
-    "train_bpe_tokenizer": "tokenizer",
+    "CorpusSplit": "testing_utils.corpus",
+    "load_pydoc_corpus": "testing_utils.corpus",
+    "TINY_SIZES": "testing_utils.tiny_models",
+    "tiny_causal_lm": "testing_utils.tiny_models",
+    "train_bpe_tokenizer": "testing_utils.tokenizer",
     **dict.fromkeys(
         ["AMiDConfig", "AMiDTrainer", "CSDConfig", "CSDTrainer", "KDConfig", "KDTrainer", "AMiDOnPolicyConfig",
          "AMiDOnPolicyTrainer", "CSDOnPolicyConfig", "CSDOnPolicyTrainer", "KDOnPolicyConfig", "KDOnPolicyTrainer"],

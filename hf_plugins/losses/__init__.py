@@ -3,14 +3,23 @@
 Every loss has the signature ``fn(student_logits, teacher_logits, mask=None, **options) -> 0-dim tensor``:
 logits ``[..., V]`` of any float dtype (computed in fp32, or fp64 for fp64 input), a bool ``mask`` ``[...]``
 (True = the position counts) and one token-level mean over the valid positions of the whole batch. Only the
-student receives gradient. ``get(name, **options)`` returns a configured loss, and ``chunked(name, ...)``
-computes any of them from hidden states and LM heads without materializing the ``[N, V]`` logits.
+student receives gradient. Each loss is also a frozen dataclass (``AMiDLoss``, ``CSDLoss``, ...) that declares
+its options; ``get(name, **options)`` returns one configured instance, and ``chunked(name, ...)`` computes any
+of them from hidden states and LM heads without materializing the ``[N, V]`` logits.
 """
 
-from .amid import amid
+from .amid import AMiDLoss, amid
 from .chunked import chunked, default_chunk_size
-from .csd import csd
+from .csd import CSDLoss, csd
 from .divergences import (
+    ABDivergenceLoss,
+    ForwardKLLoss,
+    GeneralizedJSDLoss,
+    JeffreysLoss,
+    ReverseKLLoss,
+    SkewForwardKLLoss,
+    SkewReverseKLLoss,
+    TotalVariationLoss,
     ab_divergence,
     forward_kl,
     generalized_jsd,
@@ -20,11 +29,22 @@ from .divergences import (
     skew_reverse_kl,
     total_variation,
 )
-from .registry import LOSS_NAMES, Loss, get, loss_options
+from .loss import Loss, register
+from .registry import LOSS_NAMES, get, loss_class, loss_options
 
 __all__ = [
+    "ABDivergenceLoss",
+    "AMiDLoss",
+    "CSDLoss",
+    "ForwardKLLoss",
+    "GeneralizedJSDLoss",
+    "JeffreysLoss",
     "LOSS_NAMES",
     "Loss",
+    "ReverseKLLoss",
+    "SkewForwardKLLoss",
+    "SkewReverseKLLoss",
+    "TotalVariationLoss",
     "ab_divergence",
     "amid",
     "chunked",
@@ -34,7 +54,9 @@ __all__ = [
     "generalized_jsd",
     "get",
     "jeffreys",
+    "loss_class",
     "loss_options",
+    "register",
     "reverse_kl",
     "skew_forward_kl",
     "skew_reverse_kl",

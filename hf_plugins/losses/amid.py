@@ -9,31 +9,31 @@ harmonic mean at alpha = 3, max(p, q) as alpha -> -inf and min(p, q) as alpha ->
 teacher's weight. The loss is a divergence D(p||r), D(q||r), D(r||p) or D(r||q) (``order`` "pr", "qr",
 "rp", "rq") with D the KL or the alpha-beta divergence. Gradient flows through q and through r.
 
-Reference-code decisions: alpha > 1 follows the paper's power mean (the reference silently treats every
-alpha >= 1 as alpha = 1, quirk Q-A1); the AB exponents are options (hard-coded 0.2/0.7 there, Q-A5); the
-softmaxes run in fp32 or fp64 (Q-A2); an empty mask gives 0 (Q-A3).
+Differences from the authors' reference code: alpha > 1 follows the paper's power mean (the reference
+silently treats every alpha >= 1 as alpha = 1); the AB exponents are options (hard-coded 0.2/0.7 there); the
+softmaxes run in fp32 or fp64; an empty mask gives 0.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .kernel import (
     LogPair,
-    LogSpaceKernel,
     ab_terms,
     ab_value_and_grads,
     masked_sum,
     restrict,
     softmax_backward,
 )
-from .reduction import apply_kernel
-from .validation import check_choice, check_finite_real, check_unit_interval
+from .loss import LogSpaceLoss, functional, option, register
+from .validation import finite_real, one_of, unit_interval
 
-__all__ = ["AMID_DIVERGENCES", "AMID_ORDERS", "AMiDKernel", "amid", "assistant_log_probs"]
+__all__ = ["AMID_DIVERGENCES", "AMID_ORDERS", "AMiDLoss", "amid", "assistant_log_probs"]
 
 AMID_DIVERGENCES = ("kl", "ab")
 AMID_ORDERS = ("pr", "qr", "rp", "rq")
@@ -90,35 +90,20 @@ def assistant_log_probs(
     return torch.where(pair.support, lr, torch.zeros((), dtype=lr.dtype, device=lr.device)), w
 
 
-class AMiDKernel(LogSpaceKernel):
-    """Per-token AMiD loss; see the module docstring for the options."""
+@register("amid")
+@dataclass(frozen=True)
+class AMiDLoss(LogSpaceLoss):
+    """AMiD loss ``D(X || Y)`` with the alpha-mixture assistant r of teacher p and student q.
 
-    name = "amid"
+    The assistant and the argument orders are described in the module docstring.
+    """
 
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        lam: float = 0.1,
-        divergence: str = "ab",
-        order: str = "pr",
-        ab_alpha: float = 0.2,
-        ab_beta: float = 0.7,
-    ) -> None:
-        super().__init__()
-        self.alpha = check_finite_real("alpha", alpha)
-        self.lam = check_unit_interval("lam", lam)
-        self.divergence = check_choice("divergence", divergence, AMID_DIVERGENCES)
-        self.order = check_choice("order", order, AMID_ORDERS)
-        self.ab_alpha = check_finite_real("ab_alpha", ab_alpha)
-        self.ab_beta = check_finite_real("ab_beta", ab_beta)
-        self.options = {
-            "alpha": self.alpha,
-            "lam": self.lam,
-            "divergence": self.divergence,
-            "order": self.order,
-            "ab_alpha": self.ab_alpha,
-            "ab_beta": self.ab_beta,
-        }
+    alpha: float = option(0.5, finite_real, "the mixture's alpha (any real; -1 arithmetic, 1 geometric).")
+    lam: float = option(0.1, unit_interval, "teacher weight in the mixture, in [0, 1].")
+    divergence: str = option("ab", one_of(AMID_DIVERGENCES), '"kl" or "ab" (alpha-beta divergence).')
+    order: str = option("pr", one_of(AMID_ORDERS), '"pr" D(p||r), "qr" D(q||r), "rp" D(r||p) or "rq" D(r||q).')
+    ab_alpha: float = option(0.2, finite_real, "alpha exponent of the alpha-beta divergence.")
+    ab_beta: float = option(0.7, finite_real, "beta exponent of the alpha-beta divergence.")
 
     def _arguments(self, pair: LogPair, lr: Tensor) -> tuple[Tensor, Tensor]:
         """(log X, log Y) of D(X || Y) for the configured order."""
@@ -168,33 +153,4 @@ class AMiDKernel(LogSpaceKernel):
         return value, through_r if grad_lq is None else through_r.add_(grad_lq)
 
 
-def amid(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    mask: Tensor | None = None,
-    *,
-    alpha: float = 0.5,
-    lam: float = 0.1,
-    divergence: str = "ab",
-    order: str = "pr",
-    ab_alpha: float = 0.2,
-    ab_beta: float = 0.7,
-) -> Tensor:
-    """AMiD loss ``D(X || Y)`` with the alpha-mixture assistant r of teacher p and student q.
-
-    Args:
-        student_logits: ``[..., V]`` student logits (any float dtype; computed in fp32, fp64 for fp64 input).
-        teacher_logits: ``[..., V]`` teacher logits (treated as constants).
-        mask: bool ``[...]``, True where the position counts; None = every position.
-        alpha: the mixture's alpha (any real; -1 arithmetic, 1 geometric, 3 harmonic).
-        lam: teacher weight in the mixture, in [0, 1].
-        divergence: "kl" or "ab" (alpha-beta divergence with exponents ``ab_alpha``, ``ab_beta``).
-        order: "pr" D(p||r), "qr" D(q||r), "rp" D(r||p) or "rq" D(r||q).
-
-    Returns:
-        0-dim tensor: the token-level mean over the valid positions, in nats.
-    """
-    kernel = AMiDKernel(
-        alpha=alpha, lam=lam, divergence=divergence, order=order, ab_alpha=ab_alpha, ab_beta=ab_beta
-    )
-    return apply_kernel(kernel, student_logits, teacher_logits, mask)
+amid = functional(AMiDLoss)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernel import TokenKernel
-from .reduction import check_mask
-from .registry import make_kernel
+from .loss import Loss
+from .reduction import check_finite, check_mask
+from .registry import get
 
 __all__ = ["CHUNK_ELEMENTS", "chunked", "default_chunk_size"]
 
@@ -52,7 +52,7 @@ def _project(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def _chunk_loop(
-    kernel: TokenKernel,
+    kernel: Loss,
     chunk_size: int,
     tensors: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor | None],
     dtype: torch.dtype,
@@ -102,7 +102,7 @@ class _ChunkedLoss(torch.autograd.Function):
             None if g is None else (g * scale).to(x.dtype)
             for g, x in ((grad_h, h_s), (grad_w, w_s), (grad_bias, bias_s))
         ]
-        return total * scale
+        return check_finite(total * scale, kernel)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -111,7 +111,7 @@ class _ChunkedLoss(torch.autograd.Function):
 
 
 def chunked(
-    name: str,
+    name: str | Loss,
     student_hidden: Tensor,
     student_head_weight: Tensor,
     teacher_hidden: Tensor,
@@ -125,7 +125,7 @@ def chunked(
     """Loss ``name`` (any of ``LOSS_NAMES``, with its ``options``) computed from hidden states chunk by chunk.
 
     Args:
-        name: loss name, e.g. "amid", "csd", "generalized_jsd".
+        name: loss name, e.g. "amid", "csd", "generalized_jsd"; or a configured ``Loss`` (then no ``options``).
         student_hidden: ``[..., H_s]`` final hidden states of the student (before its LM head).
         student_head_weight: ``[V, H_s]`` student LM-head weight (logits = hidden @ weight.T + bias).
         teacher_hidden: ``[..., H_t]`` teacher hidden states (same leading shape; constants).
@@ -141,7 +141,9 @@ def chunked(
         to the full-logit loss; gradients flow to ``student_hidden``, ``student_head_weight`` and
         ``student_head_bias``.
     """
-    kernel = make_kernel(name, options)
+    if isinstance(name, Loss) and options:
+        raise TypeError(f"options {sorted(options)} given with a configured {name!r}; set them on the Loss instead")
+    kernel = name if isinstance(name, Loss) else get(name, **options)
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
@@ -172,15 +174,8 @@ def chunked(
     if not torch.is_grad_enabled():
         tensors = (h_s, student_head_weight, student_head_bias, h_t, teacher_head_weight, t_bias)
         total = _chunk_loop(kernel, chunk_size, tensors, dtype, (False, False, False))[0]
-        return total / max(h_s.shape[0], 1)
+        return check_finite(total / max(h_s.shape[0], 1), kernel)
     return _ChunkedLoss.apply(
-        kernel,
-        chunk_size,
-        dtype,
-        h_s,
-        student_head_weight,
-        student_head_bias,
-        h_t.detach(),
-        teacher_head_weight.detach(),
-        t_bias,
+        kernel, chunk_size, dtype, h_s, student_head_weight, student_head_bias, h_t.detach(),
+        teacher_head_weight.detach(), t_bias,
     )

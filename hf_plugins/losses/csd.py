@@ -12,51 +12,62 @@ Its gradient (weights fixed) is the paper's ``w2 (d - E_w1 d) + w1 (d - E_w2 d)`
 Step size versus the reference code: the reference back-propagates a surrogate whose coefficient is half this
 gradient, so ``0.5 * csd(...)`` (or half the learning rate) reproduces its updates. With weights
 ("student", "student") and temperature 1 the gradient is exactly twice the reverse-KL gradient.
+The functional form ``csd`` returns the token-level mean; its gradient is the paper's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from .kernel import TokenKernel, restrict, support_of
-from .reduction import apply_kernel
-from .validation import check_choice, check_positive, check_unit_interval
+from .kernel import restrict, support_of
+from .loss import Loss, functional, option, register
+from .validation import one_of, positive, unit_interval
 
-__all__ = ["CSDKernel", "CSD_WEIGHTS", "csd"]
+__all__ = ["CSDLoss", "CSD_WEIGHTS", "csd"]
 
 CSD_WEIGHTS = ("student", "teacher", "uniform", "mixture")
+_LETTERS = {name[0].upper(): name for name in CSD_WEIGHTS}
 
 
 def _column(scale: Tensor | float) -> Tensor | float:
     return scale.unsqueeze(-1) if isinstance(scale, Tensor) else scale
 
 
-def _check_weights(weights: object) -> tuple[str, str]:
+def _check_weights(name: str, weights: object) -> tuple[str, str]:
+    """A pair (w1, w2) of weight names, or of their letters S, T, U, M (e.g. "TS", "T,S")."""
+    letters = weights.replace(",", "").replace(" ", "").upper() if isinstance(weights, str) else ""
+    if len(letters) == 2:
+        weights = tuple(letters)
     if isinstance(weights, str) or not isinstance(weights, (tuple, list)) or len(weights) != 2:
-        raise ValueError(f"weights must be a pair (w1, w2) of names from {CSD_WEIGHTS}, got {weights!r}")
-    return (
-        check_choice("weights[0]", weights[0], CSD_WEIGHTS),
-        check_choice("weights[1]", weights[1], CSD_WEIGHTS),
+        raise ValueError(
+            f"{name} must be a pair (w1, w2) of names from {CSD_WEIGHTS} or of their letters (e.g. 'TS'), "
+            f"got {weights!r}"
+        )
+    check = one_of(CSD_WEIGHTS)
+    return tuple(check(f"{name}[{i}]", _LETTERS.get(w, w)) for i, w in enumerate(weights))
+
+
+@register("csd")
+@dataclass(frozen=True)
+class CSDLoss(Loss):
+    """True CSD value ``1/2 sum_{x,y} w1(y) w2(x) ((b_x-b_y)-(a_x-a_y))^2`` per token, in squared nats.
+
+    Computed in O(V) as described in the module docstring; multiply by 0.5 to take the reference
+    implementation's step size.
+    """
+
+    weights: tuple[str, str] = option(
+        ("student", "student"),
+        _check_weights,
+        '(w1, w2), each "student" (softmax(b / temperature)), "teacher" (softmax(a)), "uniform" (1/V over the '
+        'entries finite in both models) or "mixture" (mix_alpha p + (1 - mix_alpha) softmax(b)), or the letters '
+        'S, T, U, M (e.g. "TS"); always detached.',
     )
-
-
-class CSDKernel(TokenKernel):
-    """Per-token CSD value; see the module docstring."""
-
-    name = "csd"
-
-    def __init__(
-        self,
-        weights: tuple[str, str] = ("student", "student"),
-        temperature: float = 1.0,
-        mix_alpha: float = 0.15,
-    ) -> None:
-        super().__init__()
-        self.weights = _check_weights(weights)
-        self.temperature = check_positive("temperature", temperature)
-        self.mix_alpha = check_unit_interval("mix_alpha", mix_alpha)
-        self.options = {"weights": self.weights, "temperature": self.temperature, "mix_alpha": self.mix_alpha}
+    temperature: float = option(1.0, positive, "> 0, tempers only the student weights (b - a is untempered).")
+    mix_alpha: float = option(0.15, unit_interval, 'teacher share of the "mixture" weights, in [0, 1].')
 
     @torch.no_grad()
     def _weight(
@@ -122,28 +133,4 @@ class CSDKernel(TokenKernel):
         return self._evaluate(b, a, True)
 
 
-def csd(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    mask: Tensor | None = None,
-    *,
-    weights: tuple[str, str] = ("student", "student"),
-    temperature: float = 1.0,
-    mix_alpha: float = 0.15,
-) -> Tensor:
-    """True CSD value ``1/2 sum_{x,y} w1(y) w2(x) ((b_x-b_y)-(a_x-a_y))^2``, token-level mean.
-
-    Args:
-        student_logits, teacher_logits: ``[..., V]`` logits (teacher treated as constant).
-        mask: bool ``[...]``, True where the position counts; None = every position.
-        weights: (w1, w2), each "student" (softmax(b / temperature)), "teacher" (softmax(a)), "uniform"
-            (1/V over the entries finite in both models) or "mixture" (mix_alpha p + (1 - mix_alpha) softmax(b)); always detached.
-        temperature: > 0, tempers only the student weights (the residual b - a is untempered).
-        mix_alpha: teacher share of the "mixture" weights, in [0, 1].
-
-    Returns:
-        0-dim tensor, the token-level mean (squared nats). Its gradient is the paper's; multiply by 0.5 to
-        take the reference implementation's step size.
-    """
-    kernel = CSDKernel(weights=weights, temperature=temperature, mix_alpha=mix_alpha)
-    return apply_kernel(kernel, student_logits, teacher_logits, mask)
+csd = functional(CSDLoss)

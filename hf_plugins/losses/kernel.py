@@ -1,15 +1,10 @@
-"""Per-token loss kernels and the log-space primitives they share.
-
-A kernel maps the valid rows of student and teacher logits, ``b, a: [N, V]`` (already gathered and upcast to
-fp32/fp64), to per-token values ``[N]`` in nats. ``value`` is differentiable in ``b`` (``a`` is a constant);
-``value_and_grad`` also returns ``d value_n / d b_n`` (``[N, V]``); the full-logit backward and the chunked
-path use it. Every shipped kernel overrides it with a closed form; the default differentiates ``value``
-with autograd (the tests compare the two).
+"""The log-space primitives the per-token loss kernels share, on valid rows ``b, a: [N, V]``.
 
 Vocabulary entries whose logit is ``-inf`` in either model lie outside the shared support: they are left
 out of every vocabulary sum (the reference code's ``inf_mask`` convention). When both models mask the same
 entries this is exact (both probabilities are 0 there); it keeps every loss finite otherwise. NaN or
-``+inf`` logits are rejected with a ValueError.
+``+inf`` logits are rejected with a ValueError, and so is a valid position where no entry is finite in both
+models (e.g. a teacher row that is all ``-inf``): it has no distribution to compare.
 """
 
 from __future__ import annotations
@@ -22,8 +17,6 @@ from torch import Tensor
 
 __all__ = [
     "LogPair",
-    "LogSpaceKernel",
-    "TokenKernel",
     "ab_terms",
     "ab_value_and_grads",
     "log_mixture",
@@ -38,62 +31,22 @@ __all__ = [
 AB_ZERO = 1e-8
 
 
-class TokenKernel:
-    """A configured per-token loss. Subclasses set ``name`` and implement ``value``."""
-
-    name: str = ""
-
-    def __init__(self) -> None:
-        self.options: dict[str, object] = {}
-
-    def value(self, b: Tensor, a: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def value_and_grad(self, b: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-token values ``[N]`` and their gradient with respect to ``b`` (``[N, V]``), both detached.
-
-        This default differentiates ``value`` with autograd; kernels with a closed form override it.
-        """
-        with torch.enable_grad():
-            b = b.detach().requires_grad_(True)
-            values = self.value(b, a)
-            (grad,) = torch.autograd.grad(values.sum(), b)
-        return values.detach(), grad
-
-    def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        return f"{self.name}({opts})"
-
-
-class LogSpaceKernel(TokenKernel):
-    """A kernel given by ``_evaluate(pair, with_grad)``: per-token values and, on request, ``d value / d log q``.
-
-    The gradient with respect to the logits then follows through the log-softmax Jacobian, in closed form.
-    """
-
-    def _evaluate(self, pair: LogPair, with_grad: bool) -> tuple[Tensor, Tensor | None]:  # pragma: no cover
-        raise NotImplementedError
-
-    def value(self, b: Tensor, a: Tensor) -> Tensor:
-        return self._evaluate(log_pair(b, a), False)[0]
-
-    @torch.no_grad()
-    def value_and_grad(self, b: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-        pair = log_pair(b, a)
-        values, grad_lq = self._evaluate(pair, True)
-        return values, softmax_backward(restrict(grad_lq, pair.support), pair.q_all)
-
-
 def support_of(b: Tensor, a: Tensor) -> Tensor | None:
     """Bool ``[N, V]``: entries finite in both models, or None when every entry is (the common fast case)."""
-    # one reduction per tensor: any NaN or +-inf makes the sum non-finite (an overflowing sum of huge finite
-    # logits only sends us down the exact slow path)
-    if bool(torch.isfinite(b.sum())) and bool(torch.isfinite(a.sum())):
+    # one reduction per tensor and one device sync: any NaN or +-inf makes the sum non-finite (an overflowing sum
+    # of huge finite logits only sends us down the exact slow path)
+    if bool(torch.isfinite(b.sum() + a.sum())):
         return None
     for name, x in (("student_logits", b), ("teacher_logits", a)):
         if bool(torch.isnan(x).any()) or bool(torch.isposinf(x).any()):
             raise ValueError(f"{name} contain NaN or +inf; only -inf (a masked vocabulary entry) is allowed")
     support = torch.isfinite(b) & torch.isfinite(a)
+    empty = int((~support.any(-1)).sum())
+    if empty:
+        raise ValueError(
+            f"{empty} valid position(s) have no vocabulary entry finite in both student_logits and teacher_logits "
+            "(e.g. a teacher row that is all -inf): there is no distribution to compare; mask these positions out"
+        )
     return None if bool(support.all()) else support
 
 

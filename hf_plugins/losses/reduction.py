@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from .kernel import TokenKernel
+if TYPE_CHECKING:
+    from .loss import Loss
 
-__all__ = ["apply_kernel", "check_mask", "compute_dtype", "gather_rows"]
+__all__ = ["apply_kernel", "check_finite", "check_mask", "compute_dtype", "gather_rows"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -73,6 +76,18 @@ def gather_rows(
     return b.to(dtype), a.detach().to(dtype), b.shape[0]
 
 
+def check_finite(value: Tensor, kernel: Loss) -> Tensor:
+    """``value`` (0-dim) if finite, else a ValueError: a loss never returns NaN or inf."""
+    if not bool(torch.isfinite(value)):
+        raise ValueError(
+            f"{kernel!r} is {value.item()} on these logits: finite logits can still overflow "
+            f"{str(value.dtype).removeprefix('torch.')} (e.g. an AB divergence with a negative exponent is unbounded "
+            "where one model's probability underflows to 0; logit differences beyond ~1e19 overflow squared); pass "
+            "float64 logits or mask those positions"
+        )
+    return value
+
+
 class _KernelLoss(torch.autograd.Function):
     """Token-level mean of a kernel whose gradient is computed in closed form during the forward pass.
 
@@ -81,10 +96,10 @@ class _KernelLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, kernel: TokenKernel, b: Tensor, a: Tensor, n_valid: int) -> Tensor:
+    def forward(ctx, kernel: Loss, b: Tensor, a: Tensor, n_valid: int) -> Tensor:
         values, grad = kernel.value_and_grad(b, a)
         ctx.grad = grad.div_(max(n_valid, 1))
-        return values.sum() / max(n_valid, 1)
+        return check_finite(values.sum() / max(n_valid, 1), kernel)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[None, Tensor, None, None]:
@@ -92,13 +107,14 @@ class _KernelLoss(torch.autograd.Function):
 
 
 def apply_kernel(
-    kernel: TokenKernel, student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None
+    kernel: Loss, student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None
 ) -> Tensor:
     """Token-level mean of ``kernel`` over the valid positions of the whole batch (0 when none is valid).
 
     With gradients enabled the per-token gradient comes from the kernel's closed form (one pass, no graph).
+    A non-finite result is a ValueError (``check_finite``).
     """
     b, a, n_valid = gather_rows(student_logits, teacher_logits, mask)
     if torch.is_grad_enabled() and b.requires_grad:
         return _KernelLoss.apply(kernel, b, a, n_valid)
-    return kernel.value(b, a).sum() / max(n_valid, 1)
+    return check_finite(kernel.value(b, a).sum() / max(n_valid, 1), kernel)

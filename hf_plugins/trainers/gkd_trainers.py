@@ -23,13 +23,13 @@ from trl.trainer.sft_trainer import SFTTrainer
 
 from .configs import AMiDConfig, CSDConfig, KDConfig
 from .data_formats import to_chatml_collator_format
-from .loss_computation import LossTerms, chunked_terms, full_logit_terms, load_loss
+from .loss_computation import LossTerms, chunked_terms, full_logit_terms
 from .student_data import StudentDataSchedule
 from .vocabulary import (
     check_distillation_arguments,
+    check_models,
     check_vocabularies,
-    head_rows,
-    parent_vocab_check_aligned,
+    trl_vocab_size_check_relaxed,
 )
 
 __all__ = ["AMiDTrainer", "CSDTrainer", "KDTrainer"]
@@ -76,8 +76,9 @@ class KDTrainer(GKDTrainer):
                 "student_data='distillm' needs eval_dataset and an eval_strategy other than 'no': its threshold "
                 "is driven by the validation NLL"
             )
-        self.loss_name, self.loss_options, self.loss_fn = load_loss(args)
-        with parent_vocab_check_aligned(model, teacher_model, processing_class):
+        self.distillation_loss = args.distillation_loss()
+        check_models(model, teacher_model, processing_class)
+        with trl_vocab_size_check_relaxed(model, teacher_model):
             super().__init__(
                 model=model,
                 teacher_model=teacher_model,
@@ -107,25 +108,20 @@ class KDTrainer(GKDTrainer):
                 loss_eps=args.distillm_loss_eps,
                 seed=args.seed + self.accelerator.process_index,
             )
-        self.head_rows = (head_rows(self.model), head_rows(unwrapped_teacher))
 
     # ------------------------------------------------------------------ loss
     def _chunked_forward(self, unwrapped, inputs):
         """Runs inside the student's wrapper (DDP/FSDP see a forward): backbones + chunked loss terms."""
         ids, att = inputs["input_ids"], inputs["attention_mask"]
-        student_backbone = unwrapped.base_model
-        if hasattr(unwrapped, "peft_config"):
-            student_backbone = unwrapped.base_model.model.base_model
-        hs = student_backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
+        # get_decoder(): the stack under the LM head, also through a PEFT wrapper (which forwards attributes)
+        hs = unwrapped.get_decoder()(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
         teacher = self.accelerator.unwrap_model(self.teacher_model)
         with torch.no_grad():
-            ht = teacher.base_model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
-        student_head = unwrapped.get_output_embeddings()
+            ht = teacher.get_decoder()(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
         return chunked_terms(
-            self.loss_name,
-            self.loss_options,
+            self.distillation_loss,
             hs,
-            student_head,
+            unwrapped.get_output_embeddings(),
             ht,
             teacher.get_output_embeddings(),
             inputs["labels"][:, 1:],
@@ -147,7 +143,7 @@ class KDTrainer(GKDTrainer):
             ).logits
         need_nll = self.args.sft_weight > 0 or not model.training or self.student_data_schedule is not None
         terms = full_logit_terms(
-            self.loss_fn, outputs.logits, teacher_logits, inputs["labels"], self.vocab_size, need_nll
+            self.distillation_loss, outputs.logits, teacher_logits, inputs["labels"], self.vocab_size, need_nll
         )
         return terms, outputs
 
@@ -157,8 +153,6 @@ class KDTrainer(GKDTrainer):
         mean_loss = terms.distill
         if self.args.sft_weight > 0:
             mean_loss = mean_loss + self.args.sft_weight * terms.nll
-        if not torch.isfinite(terms.distill):
-            raise FloatingPointError(f"non-finite distillation loss {terms.distill.item()} ({self.loss_name})")
         self._record(terms)
 
         loss = mean_loss

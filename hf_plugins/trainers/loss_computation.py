@@ -1,10 +1,10 @@
 """The loss step shared by every trainer here: aligned logits (or chunked heads) -> divergence + logs.
 
-Conventions (spec A.5, E.1): the logits at position t predict token t+1, so the student/teacher logits are
+Conventions (those of the AMiD and CSD reference training loops): the logits at position t predict token t+1, so the student/teacher logits are
 ``[:, :-1]`` and the labels/mask ``[:, 1:]``; the mask is ``labels != -100`` (prompt and padding excluded, the
 final EOS included). Both heads are cut to the tokenizer's ``V_tok`` rows before any softmax. The teacher runs
 in eval mode under ``no_grad`` on the identical ``input_ids``/``attention_mask``. The divergence is the
-token-level mean over the micro-batch's valid positions (``hf_plugins.losses`` reduction R).
+token-level mean over the micro-batch's valid positions (the ``hf_plugins.losses`` reduction).
 
 Logged per batch (through the trainer's ``_metrics``, so they reach the normal Trainer logs):
 ``distill_loss`` (the value of the loss itself, never a gradient surrogate), ``teacher_student_kl``
@@ -14,22 +14,15 @@ cross-entropy of the labels, nats/token; also the DistiLLM validation signal).
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..losses import Loss, chunked
 from .batch_metrics import kl_entropy_sums, kl_entropy_sums_chunked, token_nll
 
-__all__ = ["LossTerms", "chunked_terms", "full_logit_terms", "load_loss"]
-
-
-def load_loss(args):
-    """``(name, options, fn)`` for a config: ``fn = hf_plugins.losses.get(name, **options)``."""
-    losses = importlib.import_module("hf_plugins.losses")
-    name, options = args.loss_spec()
-    return name, options, losses.get(name, **options)
+__all__ = ["LossTerms", "chunked_terms", "full_logit_terms"]
 
 
 @dataclass
@@ -44,7 +37,7 @@ class LossTerms:
 
 
 def full_logit_terms(
-    loss_fn,
+    loss: Loss,
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
@@ -54,7 +47,7 @@ def full_logit_terms(
     """Loss terms from full logits.
 
     Args:
-        loss_fn: ``fn(student [..., V], teacher [..., V], mask) -> 0-dim`` from ``hf_plugins.losses.get``.
+        loss: the configured divergence, ``loss(student [..., V], teacher [..., V], mask) -> 0-dim``.
         student_logits, teacher_logits: unshifted ``[B, T, V_s]`` / ``[B, T, V_t]`` model outputs.
         labels: ``[B, T]`` with -100 on prompt and padding (unshifted, as the collator returns them).
         vocab_size: ``V_tok``; heads are cut to this many rows.
@@ -64,7 +57,7 @@ def full_logit_terms(
     t = teacher_logits[:, :-1, :vocab_size]
     shifted = labels[:, 1:]
     mask = shifted != -100
-    distill = loss_fn(s, t, mask)
+    distill = loss(s, t, mask)
     nll = token_nll(s, shifted, mask) if need_nll else None
     kl, ent, n = kl_entropy_sums(s.detach(), t.detach(), mask)
     return LossTerms(distill, nll, kl, ent, n)
@@ -80,8 +73,7 @@ def _chunked_nll(hidden, weight, bias, labels, chunk_size) -> torch.Tensor:
 
 
 def chunked_terms(
-    loss_name: str,
-    loss_options: dict,
+    loss: Loss,
     student_hidden: torch.Tensor,
     student_head: torch.nn.Module,
     teacher_hidden: torch.Tensor,
@@ -100,23 +92,13 @@ def chunked_terms(
         labels: ``[B, T']`` shifted labels, -100 where excluded.
         chunk_size: tokens per chunk handed to ``hf_plugins.losses.chunked``.
     """
-    losses = importlib.import_module("hf_plugins.losses")
     mask = labels != -100
     ws, wt = student_head.weight[:vocab_size], teacher_head.weight[:vocab_size]
     bs = student_head.bias[:vocab_size] if getattr(student_head, "bias", None) is not None else None
     bt = teacher_head.bias[:vocab_size] if getattr(teacher_head, "bias", None) is not None else None
     wt = wt.to(teacher_hidden.dtype)
-    distill = losses.chunked(
-        loss_name,
-        student_hidden,
-        ws,
-        teacher_hidden,
-        wt,
-        mask=mask,
-        chunk_size=chunk_size,
-        student_head_bias=bs,
-        teacher_head_bias=bt,
-        **loss_options,
+    distill = chunked(
+        loss, student_hidden, ws, teacher_hidden, wt, mask, chunk_size, student_head_bias=bs, teacher_head_bias=bt
     )
     nll = _chunked_nll(student_hidden[mask], ws, bs, labels[mask], chunk_size) if need_nll else None
     kl, ent, n = kl_entropy_sums_chunked(

@@ -16,8 +16,13 @@ import torch
 from trl import DistillationTrainer
 
 from .configs import AMiDOnPolicyConfig, CSDOnPolicyConfig, KDOnPolicyConfig
-from .loss_computation import chunked_terms, load_loss
-from .vocabulary import check_distillation_arguments, check_vocabularies, parent_vocab_check_aligned
+from .loss_computation import chunked_terms
+from .vocabulary import (
+    check_distillation_arguments,
+    check_models,
+    check_vocabularies,
+    trl_vocab_size_check_relaxed,
+)
 
 __all__ = ["AMiDOnPolicyTrainer", "CSDOnPolicyTrainer", "KDOnPolicyTrainer"]
 
@@ -67,8 +72,9 @@ class KDOnPolicyTrainer(DistillationTrainer):
                     f"{name} has columns {sorted(ds.column_names)}; the on-policy trainers expect a prompt-only "
                     "dataset with a 'prompt' column (string or message list)"
                 )
-        self.loss_name, self.loss_options, self.loss_fn = load_loss(args)
-        with parent_vocab_check_aligned(model, teacher_model, processing_class, check_model=_reject_logit_transforms):
+        self.distillation_loss = args.distillation_loss()
+        check_models(model, teacher_model, processing_class, check_model=_reject_logit_transforms)
+        with trl_vocab_size_check_relaxed(model, teacher_model):
             super().__init__(
                 model=model,
                 teacher_model=teacher_model,
@@ -105,8 +111,7 @@ class KDOnPolicyTrainer(DistillationTrainer):
             )
         labels = inputs["completion_ids"].masked_fill(loss_mask == 0, -100)
         terms = chunked_terms(
-            self.loss_name,
-            self.loss_options,
+            self.distillation_loss,
             hs,
             unwrapped_student.get_output_embeddings(),
             ht,
@@ -116,8 +121,6 @@ class KDOnPolicyTrainer(DistillationTrainer):
             self.args.loss_chunk_size,
             need_nll=False,
         )
-        if not torch.isfinite(terms.distill):
-            raise FloatingPointError(f"non-finite distillation loss {terms.distill.item()} ({self.loss_name})")
         loss = terms.distill
         if num_items_in_batch is not None:
             if torch.is_tensor(num_items_in_batch):

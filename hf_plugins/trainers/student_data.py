@@ -1,4 +1,5 @@
-"""Student-generated data: a replay buffer and the ImitKD / DistiLLM schedules (spec B.9, B.10).
+"""Student-generated data: a replay buffer and the ImitKD / DistiLLM schedules (as in the DistiLLM code, which
+the AMiD and CSD reference code reuse).
 
 ``StudentDataSchedule.choose(step, total_steps)`` decides, per optimisation step, where the batch comes from:
 
@@ -12,10 +13,11 @@
 * ``"gkd"``: the schedule is not used; GKD's ``lmbda`` coin decides (inherited behaviour).
 
 Generated batches use the correct labels (completion tokens at their own positions, prompt masked); the
-reference sampler's one-position-late mask (quirk Q-S1) is not reproduced.
+DistiLLM sampler's mask, one position late (it skips the first completion token), is not reproduced.
 
 Buffer and schedule state are saved beside trainer checkpoints (safetensors + JSON) so that a resumed run
-continues identically.
+continues identically. They record the settings that change the schedule's decisions; resuming with other
+settings, or from a truncated or corrupt file, is a ValueError naming what differs or which file is broken.
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ from pathlib import Path
 import torch
 
 __all__ = ["ReplayBuffer", "StudentDataSchedule"]
+
+_WRITER = "hf_plugins' student-data state, saved beside a KDTrainer checkpoint"
+
+
+def _read(path: Path, read):
+    """``read(path)``; a missing, truncated or corrupt file is a ValueError naming it and what wrote it."""
+    from safetensors import SafetensorError
+
+    try:
+        return read(path)
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
+        raise ValueError(f"{path} is missing, incomplete or corrupt ({err}); it holds {_WRITER}") from err
+
+
+def _check_settings(saved: dict, current: dict, directory: Path) -> None:
+    differing = [f"{k}: {saved.get(k)!r} in the checkpoint vs {v!r} now" for k, v in current.items() if saved.get(k) != v]
+    if differing:
+        raise ValueError(f"the student-data state in {directory} was written with other settings: {'; '.join(differing)}")
 
 
 class ReplayBuffer:
@@ -98,12 +118,12 @@ class ReplayBuffer:
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        meta = json.loads((directory / f"{prefix}.json").read_text())
-        if meta["capacity"] != self.capacity:
-            raise ValueError(f"replay buffer capacity {meta['capacity']} in {directory} != configured {self.capacity}")
-        t = load_file(str(directory / f"{prefix}.safetensors"))
+        meta = _read(directory / f"{prefix}.json", lambda p: json.loads(p.read_text()))
+        _check_settings(meta, {"capacity": self.capacity}, directory)
+        t = _read(directory / f"{prefix}.safetensors", lambda p: load_file(str(p)))
         self._items.clear()
-        ids, labs = t["input_ids"].split(t["lengths"].tolist()), t["labels"].split(t["lengths"].tolist())
+        lengths = t["lengths"].tolist()
+        ids, labs = t["input_ids"].split(lengths), t["labels"].split(lengths)
         for a, b in zip(ids, labs):
             self._items.append((a.clone(), b.clone()))
         self._generator.set_state(t["generator_state"])
@@ -132,6 +152,8 @@ class StudentDataSchedule:
         if mode not in ("imitkd", "distillm"):
             raise ValueError(f"mode must be 'imitkd' or 'distillm', got {mode!r}")
         self.mode = mode
+        self.settings = {"mode": mode, "capacity": capacity, "init_threshold": init_threshold,
+                         "threshold_step": threshold_step, "loss_eps": loss_eps, "seed": seed}
         self.threshold = float(init_threshold)
         self.threshold_step = float(threshold_step)
         self.loss_eps = float(loss_eps)
@@ -165,17 +187,20 @@ class StudentDataSchedule:
         """Write the schedule (``student_data.json``) and its buffer into ``directory``."""
         directory = Path(directory)
         self.buffer.save(directory)
-        state = {"mode": self.mode, "threshold": self.threshold, "reference": self.reference,
+        state = {"settings": self.settings, "threshold": self.threshold, "reference": self.reference,
                  "rng_state": list(self._rng.getstate()[1]), "rng_version": self._rng.getstate()[0],
                  "rng_gauss": self._rng.getstate()[2]}
         (directory / "student_data.json").write_text(json.dumps(state))
 
     def load(self, directory: str | Path) -> None:
-        """Restore what ``save`` wrote."""
+        """Restore what ``save`` wrote (refused when it was written with other settings)."""
         directory = Path(directory)
-        state = json.loads((directory / "student_data.json").read_text())
-        if state["mode"] != self.mode:
-            raise ValueError(f"checkpoint student_data mode {state['mode']!r} != configured {self.mode!r}")
-        self.threshold, self.reference = state["threshold"], state["reference"]
-        self._rng.setstate((state["rng_version"], tuple(state["rng_state"]), state["rng_gauss"]))
+        path = directory / "student_data.json"
+        state = _read(path, lambda p: json.loads(p.read_text()))
+        _check_settings(state.get("settings", {}), self.settings, directory)
         self.buffer.load(directory)
+        try:
+            self.threshold, self.reference = state["threshold"], state["reference"]
+            self._rng.setstate((state["rng_version"], tuple(state["rng_state"]), state["rng_gauss"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} is incomplete or corrupt ({err!r}); it holds {_WRITER}") from err

@@ -1,7 +1,7 @@
 """Teacher/student vocabulary checks and alignment to the shared tokenizer vocabulary.
 
 Models often pad their LM head beyond the tokenizer (e.g. to a multiple of 64 or 128). Those rows are no
-token, so both heads are sliced to the first ``len(tokenizer)`` rows before any softmax (spec E.3). A real
+token, so both heads are sliced to the first ``len(tokenizer)`` rows before any softmax. A real
 mismatch (a head smaller than the tokenizer, or teacher and student trained with different tokenizers) is
 an error at construction.
 """
@@ -16,8 +16,9 @@ __all__ = [
     "check_distillation_arguments",
     "check_teacher_tokenizer",
     "check_vocabularies",
+    "check_models",
     "head_rows",
-    "parent_vocab_check_aligned",
+    "trl_vocab_size_check_relaxed",
 ]
 
 
@@ -90,29 +91,37 @@ def check_distillation_arguments(config_class: type, args, processing_class, tea
         raise ValueError("teacher_model is required (a model or a path)")
 
 
-@contextmanager
-def parent_vocab_check_aligned(
-    student, teacher, tokenizer, check_model: Callable[[object, str], None] | None = None
-) -> Iterator[None]:
-    """Check the real vocabularies, then let the parent trainer's ``config.vocab_size`` equality check pass.
+def check_models(student, teacher, tokenizer, check_model: Callable[[object, str], None] | None = None) -> None:
+    """The vocabulary checks (and ``check_model(model, role)``) on the models as passed, before the parent runs.
 
-    TRL's trainers refuse any difference in ``vocab_size``; padded LM heads (sliced to ``len(tokenizer)``
-    before the loss) are legitimate, so inside this block the teacher's config reports the student's size.
-    It is restored on exit. A teacher given as a path only has its saved tokenizer compared here.
-    ``check_model(model, role)`` runs on both instantiated models first (e.g. to reject unsupported heads).
+    A teacher given as a path only has its saved tokenizer compared here (its head is checked once loaded).
     """
     if isinstance(teacher, str):
         check_teacher_tokenizer(tokenizer, teacher)
-    if isinstance(teacher, str) or student is None or isinstance(student, str):
-        yield
+        return
+    if student is None or isinstance(student, str):
         return
     check_vocabularies(student, teacher, tokenizer)
     if check_model is not None:
         check_model(student, "student")
         check_model(teacher, "teacher")
-    s_cfg, t_cfg = student.config.get_text_config(), teacher.config.get_text_config()
+
+
+@contextmanager
+def trl_vocab_size_check_relaxed(student, teacher) -> Iterator[None]:
+    """Let the TRL constructor accept LM heads padded to different sizes beyond the shared tokenizer.
+
+    ``GKDTrainer.__init__`` and ``DistillationTrainer.__init__`` raise unless student and teacher configs report
+    the same ``vocab_size``. Real checkpoints pad their heads differently (rows that are no token, sliced away
+    before every loss here; ``check_models`` has compared the real vocabularies already), so inside this block
+    the teacher's config reports the student's ``vocab_size``; the original is restored on exit.
+    """
+    if isinstance(teacher, str) or student is None or isinstance(student, str):
+        yield
+        return
+    t_cfg = teacher.config.get_text_config()
     original = t_cfg.vocab_size
-    t_cfg.vocab_size = s_cfg.vocab_size
+    t_cfg.vocab_size = student.config.get_text_config().vocab_size
     try:
         yield
     finally:

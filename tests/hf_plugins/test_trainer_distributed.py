@@ -38,6 +38,7 @@ def test_two_process_amid_training_keeps_replicas_identical(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in results] == [2, 2]
+    # bitwise: both ranks start from rank 0's broadcast weights and apply the same all-reduced gradients
     assert results[0]["fingerprint"] == results[1]["fingerprint"]  # DDP kept the replicas identical
     n = len(initial)
     assert results[0]["fingerprint"][:n] != pytest.approx(initial, abs=1e-6)  # and they did train

@@ -35,13 +35,15 @@ def tiny_causal_lm(
         size: one of ``TINY_SIZES`` ("student" < "teacher"; the "-base" pair is larger, for demos).
         arch: "qwen2" (``Qwen2Config``) or "gpt2" (``GPT2Config``).
         max_position_embeddings: longest sequence the model accepts.
-        seed: seed of the weight initialisation (same seed, same weights).
+        seed: seed of the weight initialisation (same seed, same weights); the caller's global RNG state is
+            left unchanged.
 
     Returns:
         A fp32 ``transformers`` ``PreTrainedModel`` with an LM head of ``vocab_size`` rows.
     """
-    import torch
     from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
+
+    from .rng import seeded_global_rng
 
     if not isinstance(vocab_size, int):
         tokenizer = vocab_size
@@ -53,33 +55,19 @@ def tiny_causal_lm(
     if size not in TINY_SIZES:
         raise ValueError(f"size must be one of {sorted(TINY_SIZES)}, got {size!r}")
     hidden, inter, layers, heads, kv_heads = TINY_SIZES[size]
+    common = {"vocab_size": vocab_size, "pad_token_id": pad_token_id, "eos_token_id": eos_token_id}
     if arch == "qwen2":
         config = Qwen2Config(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            intermediate_size=inter,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=kv_heads,
-            max_position_embeddings=max_position_embeddings,
-            tie_word_embeddings=False,
-            pad_token_id=pad_token_id,
-            eos_token_id=eos_token_id,
+            hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
+            num_key_value_heads=kv_heads, max_position_embeddings=max_position_embeddings, tie_word_embeddings=False,
+            **common,
         )
     elif arch == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=hidden,
-            n_layer=layers,
-            n_head=heads,
-            n_positions=max_position_embeddings,
-            pad_token_id=pad_token_id,
-            eos_token_id=eos_token_id,
-            bos_token_id=eos_token_id,
+            n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_position_embeddings, bos_token_id=eos_token_id,
+            **common,
         )
     else:
         raise ValueError(f"arch must be 'qwen2' or 'gpt2', got {arch!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
-    return model
+    with seeded_global_rng(seed):
+        return AutoModelForCausalLM.from_config(config)

@@ -6,6 +6,8 @@ distillation runs see identically tokenised data.
 
 from __future__ import annotations
 
+from .console import bars_without_log_dicts
+
 __all__ = ["supervised_finetune"]
 
 
@@ -33,16 +35,21 @@ def supervised_finetune(
     max_length: int = 256,
     seed: int = 0,
     progress: bool = True,
+    **training_args,
 ):
     """Fine-tune ``model`` in place on ``examples`` (``{"messages": ...}``) for ``max_steps``; returns the log history.
 
-    AdamW, cosine schedule, 5% warm-up, grad-clip 1.0, fp32 on CPU. The loss is the token-mean cross-entropy
-    of the completion (prompt tokens excluded).
+    The progress bar (``progress``) shows no per-step log dicts: they are in the returned history.
+
+    AdamW, cosine schedule, 5% warm-up, grad-clip 1.0. The loss is the token-mean cross-entropy of the
+    completion (prompt tokens excluded). ``training_args`` are further ``transformers.TrainingArguments``
+    (e.g. ``use_cpu=True``, ``bf16=True``); they override the settings above. The device is the
+    ``TrainingArguments`` default unless given.
     """
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(
+    settings = dict(
         output_dir=output_dir,
         max_steps=max_steps,
         per_device_train_batch_size=batch_size,
@@ -54,17 +61,18 @@ def supervised_finetune(
         logging_steps=max(1, max_steps // 20),
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
         seed=seed,
         data_seed=seed,
         remove_unused_columns=False,
         disable_tqdm=not progress,
     )
+    args = TrainingArguments(**{**settings, **training_args})
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list([{"messages": e["messages"]} for e in examples]),
         data_collator=_LabelledBatches(tokenizer, max_length),
     )
+    bars_without_log_dicts(trainer)
     trainer.train()
     return trainer.state.log_history

@@ -49,7 +49,7 @@ def pydoc_instruction_split(
     for name, v in (("prompt_words", prompt_words), ("completion_words", completion_words), ("per_topic", per_topic)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    from ..corpus import load_pydoc_corpus
+    from .corpus import load_pydoc_corpus
 
     split = load_pydoc_corpus(validation_fraction=validation_fraction, seed=seed)
     return {
