@@ -257,8 +257,8 @@ def summarise(rows: dict) -> dict:
 
 
 def run_images(seeds, n: int, log) -> tuple[dict, dict]:
-    from diffusers_plugins.demo import DemoConfig, classifier_for, prepare_models
-    from diffusers_plugins.digits_metrics import digits_quality
+    from diffusers_plugins.testing_utils.demo import DemoConfig, classifier_for, prepare_models
+    from diffusers_plugins.testing_utils.digits_metrics import digits_quality
 
     cfg = DemoConfig(show_progress=False)
     pipe, images, labels = prepare_models(cfg, log)
@@ -308,7 +308,7 @@ def peak_memory_mb(mode: str) -> dict:
     """Peak RSS (MiB) of one fresh subprocess sampling 512 digits with `mode` in {base, diffrs}:
     the process peak after sampling and its increase over the peak before sampling."""
     code = (
-        "import resource, torch, sys; from diffusers_plugins.demo import DemoConfig, prepare_models\n"
+        "import resource, torch, sys; from diffusers_plugins.testing_utils.demo import DemoConfig, prepare_models\n"
         "pipe, _, _ = prepare_models(DemoConfig(show_progress=False), log=lambda *a: None)\n"
         "pipe.set_progress_bar_config(disable=True)\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -391,7 +391,7 @@ def save_figures(examples: dict, toy_acceptance, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diffusers_plugins.demo import image_grid
+    from diffusers_plugins.testing_utils.demo import image_grid
 
     names = list(examples)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.6))

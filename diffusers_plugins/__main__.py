@@ -2,7 +2,7 @@
 
 import argparse
 
-from diffusers_plugins.demo import DemoConfig, run_demo
+from diffusers_plugins.testing_utils.demo import DemoConfig, run_demo
 
 
 def main(argv=None) -> None:

@@ -4,8 +4,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from diffusers_plugins.digits import load_digits_images
-from diffusers_plugins.digits_metrics import DigitsClassifier, digits_quality, frechet_distance
+from diffusers_plugins.testing_utils.digits import load_digits_images
+from diffusers_plugins.testing_utils.digits_metrics import DigitsClassifier, digits_quality, frechet_distance
 
 
 def test_load_digits_images_range_and_shape():

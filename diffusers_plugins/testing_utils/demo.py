@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from diffusers_plugins.digits import digits_unet, load_digits_images, train_digits_unet
-from diffusers_plugins.digits_metrics import digits_quality, train_digits_classifier
 from diffusers_plugins.discriminator import TimeDependentDiscriminator
 from diffusers_plugins.discriminator_training import train_discriminator
 from diffusers_plugins.pipeline import DiffRSPipeline
+from diffusers_plugins.testing_utils.digits import digits_unet, load_digits_images, train_digits_unet
+from diffusers_plugins.testing_utils.digits_metrics import digits_quality, train_digits_classifier
 
 
 @dataclass
@@ -103,7 +103,7 @@ def prepare_models(cfg: DemoConfig, log=print):
 def classifier_for(cfg: DemoConfig, images, labels):
     path = Path(cfg.output_dir) / f"classifier_s{cfg.classifier_steps}.pt"
     if path.exists():
-        from diffusers_plugins.digits_metrics import DigitsClassifier
+        from diffusers_plugins.testing_utils.digits_metrics import DigitsClassifier
 
         clf = DigitsClassifier()
         clf.load_state_dict(torch.load(path))
