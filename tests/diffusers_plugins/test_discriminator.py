@@ -130,3 +130,62 @@ def test_training_separates_real_from_generated_and_freezes_features(unet):
         train_discriminator(d, [1, 2], fake, DDIMScheduler(), show_progress=False)
     with pytest.raises(ValueError, match="num_steps"):
         train_discriminator(d, real, fake, DDIMScheduler(), num_steps=0, show_progress=False)
+
+
+# Key names of the format written before the backbones were submodules (standalone / from_unet).
+LEGACY_PREFIXES = {"backbone.unet.": "features.", "backbone.": ""}
+
+
+def test_discriminators_saved_in_the_earlier_format_still_load(tmp_path, unet):
+    from safetensors.torch import save_file
+
+    x, s, labels = torch.randn(4, 1, 8, 8), torch.tensor([0.0, 0.3, 2.0, 40.0]), torch.tensor([0, 1, 1, 0])
+    for name, d in {
+        "standalone": small(num_class_embeds=2),
+        "unet": TimeDependentDiscriminator.from_unet(unet, EDMEulerScheduler(), norm_num_groups=4),
+    }.items():
+        d.save_pretrained(tmp_path / name)
+        legacy = {}
+        for key, value in d.state_dict().items():
+            prefix = next(p for p in (*LEGACY_PREFIXES, "") if key.startswith(p))
+            legacy[LEGACY_PREFIXES.get(prefix, prefix) + key[len(prefix) :]] = value.contiguous()
+        assert "head.weight" in legacy and any(k.startswith(("features.", "conv_in.")) for k in legacy)
+        save_file(legacy, tmp_path / name / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
+        back = TimeDependentDiscriminator.from_pretrained(tmp_path / name)
+        lab = labels if d.is_class_conditional else None
+        with torch.no_grad():
+            # loaded weights may sit at other alignments (other oneDNN kernels): a few hundred fp32
+            # ops on logits ~1: 256 * 2**-23 ~ 3e-5
+            assert torch.allclose(d(x, s, lab), back(x, s, lab), rtol=0, atol=3e-5), name
+        assert all(torch.equal(v, back.state_dict()[k]) for k, v in d.state_dict().items()), name
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage weights", "truncated config", "no weights"])
+def test_incomplete_or_corrupt_saved_discriminator_names_the_file(tmp_path, damage):
+    small().save_pretrained(tmp_path)
+    weights, config = tmp_path / "diffusion_pytorch_model.safetensors", tmp_path / "config.json"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "garbage weights":
+        weights.write_bytes(b"\x00" * 64)
+    elif damage == "truncated config":
+        config.write_text(config.read_text()[:40])
+    else:
+        weights.unlink()
+    name = "diffusion_pytorch_model" if "weights" in damage else "config.json"
+    with pytest.raises(
+        ValueError, match=rf"{name}.*(incomplete|corrupt).*TimeDependentDiscriminator\.save_pretrained"
+    ):
+        TimeDependentDiscriminator.from_pretrained(tmp_path)
+
+
+def test_from_unet_is_seeded_and_leaves_the_global_rng_alone(unet):
+    state = torch.random.get_rng_state()
+    a = TimeDependentDiscriminator.from_unet(unet, DDPMScheduler(), norm_num_groups=4, seed=7)
+    assert torch.equal(state, torch.random.get_rng_state())
+    torch.manual_seed(123)  # the global RNG does not influence the head
+    b = TimeDependentDiscriminator.from_unet(unet, DDPMScheduler(), norm_num_groups=4, seed=7)
+    c = TimeDependentDiscriminator.from_unet(unet, DDPMScheduler(), norm_num_groups=4, seed=8)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.head.weight, c.head.weight)
+    assert torch.equal(a.features.conv_in.weight, c.features.conv_in.weight)  # the UNet's weights, copied
