@@ -12,9 +12,8 @@ pipeline.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -23,13 +22,11 @@ from diffusers import DiffusionPipeline, UNet2DModel
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from diffusers_plugins.calibration import DiffRSCalibration, calibration_key, calibration_settings
 from diffusers_plugins.discriminator import TimeDependentDiscriminator
 from diffusers_plugins.level_tables import LevelTables, check_supported_scheduler
-from diffusers_plugins.rejection_sampler import (
-    RejectionSampler,
-    SampleStreams,
-    thresholds_from_statistics,
-)
+from diffusers_plugins.rejection_sampler import RejectionSampler, SampleStreams, SamplingResult
+from diffusers_plugins.saved_files import check_saved_directory
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -63,10 +60,6 @@ class DiffRSPipelineOutput(BaseOutput):
     total_nfe: int
 
 
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(obj).hexdigest()[:12]
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -90,45 +83,41 @@ class DiffRSPipeline(DiffusionPipeline):
         unet: UNet2DModel,
         scheduler,
         discriminator: TimeDependentDiscriminator | None = None,
-        calibration: dict | None = None,
+        calibration: dict | DiffRSCalibration | None = None,
     ):
         super().__init__()
         check_supported_scheduler(scheduler)
         if discriminator is not None and not callable(discriminator):
             raise TypeError("discriminator must be a TimeDependentDiscriminator (or a module) or None")
         self.register_modules(unet=unet, scheduler=scheduler, discriminator=discriminator)
-        self.register_to_config(calibration=dict(calibration or {}))
+        entries = calibration.entries if isinstance(calibration, DiffRSCalibration) else calibration
+        self.register_to_config(calibration=dict(entries or {}))
 
-    # ------------------------------------------------------------------ calibration keys
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """``DiffusionPipeline.from_pretrained``; an incomplete or corrupt local ``model_index.json``
+        (which holds the calibration) raises ``ValueError`` naming the file."""
+        writer = f"{cls.__name__}.save_pretrained"
+        check_saved_directory(Path(pretrained_model_name_or_path), ("model_index.json",), writer)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # ------------------------------------------------------------------ calibration
+    @property
+    def calibration(self) -> DiffRSCalibration:
+        """The stored warm-up statistics (a copy; ``save_pretrained`` / ``from_pretrained`` on its own)."""
+        return DiffRSCalibration(self.config.calibration)
+
     def calibration_key(self, num_inference_steps: int) -> str:
         """Key of the thresholds for this scheduler (class + config), step count and discriminator weights."""
-        sched_cfg = {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
-        sched = _fingerprint(json.dumps(sched_cfg, sort_keys=True, default=str).encode())
-        disc = "none"
-        if self.discriminator is not None:
-            h = hashlib.sha256()
-            for name, tensor in sorted(self.discriminator.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-            disc = h.hexdigest()[:12]
-        return f"{type(self.scheduler).__name__}/steps={num_inference_steps}/scheduler={sched}/discriminator={disc}"
+        return calibration_key(calibration_settings(self.scheduler, num_inference_steps, self.discriminator))
 
     def thresholds(
         self, num_inference_steps: int, rejection_percentile: float = 0.75, clamp_log_m: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log_m [N+1], log_m_transition [N+1])`` float64 from the stored calibration."""
-        key = self.calibration_key(num_inference_steps)
-        entry = self.config.calibration.get(key)
-        if entry is None:
-            raise ValueError(
-                f"no calibration for num_inference_steps={num_inference_steps} with this scheduler and "
-                f"discriminator (key {key!r}); call pipe.calibrate(num_samples=..., "
-                f"num_inference_steps={num_inference_steps}) first. Stored keys: {sorted(self.config.calibration)}"
-            )
-        marginal = torch.tensor(entry["marginal"], dtype=torch.float32).T
-        transition = torch.tensor(entry["transition"], dtype=torch.float32).T
-        log_m = thresholds_from_statistics(marginal, rejection_percentile, clamp_log_m)
-        return log_m, thresholds_from_statistics(transition, rejection_percentile, clamp_log_m)
+        """``(log_m [N+1], log_m_transition [N+1])`` float64 from the stored calibration; a
+        ``ValueError`` names the settings that differ from every stored calibration."""
+        settings = calibration_settings(self.scheduler, num_inference_steps, self.discriminator)
+        return self.calibration.thresholds(settings, rejection_percentile, clamp_log_m)
 
     # ------------------------------------------------------------------ input checks
     def _num_classes(self) -> int | None:
@@ -214,7 +203,6 @@ class DiffRSPipeline(DiffusionPipeline):
             **kwargs,
         )
 
-    # ------------------------------------------------------------------ calibration
     @torch.no_grad()
     def calibrate(
         self,
@@ -224,7 +212,7 @@ class DiffRSPipeline(DiffusionPipeline):
         class_labels: torch.Tensor | None = None,
         num_slots: int | None = None,
     ) -> dict:
-        """Warm-up (spec A.4): run the base sampler ``num_samples`` times and store, per level, the
+        """Warm-up: run the base sampler ``num_samples`` times and store, per level, the
         discriminator log-ratios and their increments. The entry is stored under
         :meth:`calibration_key` (saved with the pipeline), so any ``rejection_percentile`` /
         ``clamp_log_m`` can be applied later. Class-conditional models without ``class_labels``
@@ -245,16 +233,10 @@ class DiffRSPipeline(DiffusionPipeline):
         streams = SampleStreams(seeds, self._execution_device)
         sampler = self._sampler(tables, labels, streams, num_slots or min(num_samples, 64))
         marginal, transition = sampler.warmup_statistics(latents, torch.arange(num_samples))
-        entry = {
-            "scheduler": type(self.scheduler).__name__,
-            "num_inference_steps": num_inference_steps,
-            "num_samples": num_samples,
-            "marginal": marginal.T.tolist(),
-            "transition": transition.T.tolist(),
-        }
-        calibration = dict(self.config.calibration)
-        calibration[self.calibration_key(num_inference_steps)] = entry
-        self.register_to_config(calibration=calibration)
+        calibration = self.calibration
+        settings = calibration_settings(self.scheduler, num_inference_steps, self.discriminator)
+        entry = calibration.add(settings, marginal, transition)
+        self.register_to_config(calibration=calibration.entries)
         return entry
 
     # ------------------------------------------------------------------ sampling
@@ -296,6 +278,45 @@ class DiffRSPipeline(DiffusionPipeline):
                 ``accelerate launch``) and all-gather the results; ``None`` = when a process group with
                 more than one process is initialised. Every process returns the full batch.
         """
+        self._check_call(batch_size, output_type, rejection_percentile, num_slots, generator)
+        labels = self._check_labels(class_labels, batch_size)
+        tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
+        log_m = log_m_t = None
+        if self.discriminator is not None:
+            log_m, log_m_t = self.thresholds(
+                num_inference_steps, float(rejection_percentile), bool(clamp_log_m)
+            )
+        latents, seeds = self._latents_and_seeds(batch_size, generator)
+        latents = latents * tables.init_noise_sigma
+        rank, world = _process_group(distributed)
+        shard = torch.from_numpy(np.array_split(np.arange(batch_size), world)[rank]).long()
+        sampler = self._sampler(
+            tables,
+            labels,
+            SampleStreams(seeds, self._execution_device),
+            num_slots or max(1, shard.numel()),
+            log_m=log_m,
+            log_m_transition=log_m_t,
+            backsteps=backsteps,
+            max_nfe_per_sample=max_nfe_per_sample,
+            max_ticks=max_ticks,
+        )
+        res = _all_gather(sampler.run(latents[shard], shard), world)
+        self.maybe_free_model_hooks()
+        out = DiffRSPipelineOutput(
+            images=self._postprocess(res.samples, output_type),
+            nfe=res.nfe.numpy(),
+            trajectory_nfe=res.trajectory_nfe.numpy(),
+            discriminator_evals=res.discriminator_evals.numpy(),
+            rejections=res.rejections.numpy(),
+            restarts=res.restarts.numpy(),
+            acceptance_per_level=_acceptance_rate(res.accepts_per_level, res.tests_per_level),
+            tests_per_level=res.tests_per_level.numpy(),
+            total_nfe=int(res.nfe.sum()),
+        )
+        return out if return_dict else out.to_tuple()
+
+    def _check_call(self, batch_size, output_type, rejection_percentile, num_slots, generator) -> None:
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if output_type not in OUTPUT_TYPES:
@@ -309,75 +330,42 @@ class DiffRSPipeline(DiffusionPipeline):
         if num_slots is not None and (not _is_int(num_slots) or num_slots < 1):
             raise ValueError(f"num_slots must be None or a positive int, got {num_slots!r}")
         self._check_generator(generator, batch_size)
-        labels = self._check_labels(class_labels, batch_size)
-        tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
-        log_m = log_m_t = None
-        if self.discriminator is not None:
-            log_m, log_m_t = self.thresholds(
-                num_inference_steps, float(rejection_percentile), bool(clamp_log_m)
-            )
 
-        dist = torch.distributed
-        if distributed is None:
-            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-
-        latents, seeds = self._latents_and_seeds(batch_size, generator)
-        latents = latents * tables.init_noise_sigma
-        shard = torch.from_numpy(np.array_split(np.arange(batch_size), world)[rank]).long()
-        streams = SampleStreams(seeds, self._execution_device)
-        sampler = self._sampler(
-            tables,
-            labels,
-            streams,
-            num_slots or max(1, shard.numel()),
-            log_m=log_m,
-            log_m_transition=log_m_t,
-            backsteps=backsteps,
-            max_nfe_per_sample=max_nfe_per_sample,
-            max_ticks=max_ticks,
-        )
-        res = sampler.run(latents[shard], shard)
-        fields = {
-            "samples": res.samples.cpu(),
-            "nfe": res.nfe,
-            "trajectory_nfe": res.trajectory_nfe,
-            "discriminator_evals": res.discriminator_evals,
-            "rejections": res.rejections,
-            "restarts": res.restarts,
-        }
-        tests, accepts = res.tests_per_level, res.accepts_per_level
-        if world > 1:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, (fields, tests, accepts))
-            fields = {k: torch.cat([g[0][k] for g in gathered]) for k in fields}
-            tests = sum(g[1] for g in gathered)
-            accepts = sum(g[2] for g in gathered)
-        self.maybe_free_model_hooks()
-
-        image = (fields["samples"].float() / 2 + 0.5).clamp(0, 1)
+    def _postprocess(self, samples: torch.Tensor, output_type: str):
+        """Final states ``[B, C, H, W]`` (data space [-1, 1]) -> the requested ``output_type``."""
         if output_type == "latent":
-            images = fields["samples"]
-        elif output_type == "pt":
-            images = image
-        else:
-            images = image.permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
-        acceptance = torch.where(
-            tests > 0,
-            accepts.double() / tests.clamp_min(1).double(),
-            torch.ones_like(tests, dtype=torch.float64),
-        )
-        out = DiffRSPipelineOutput(
-            images=images,
-            nfe=fields["nfe"].numpy(),
-            trajectory_nfe=fields["trajectory_nfe"].numpy(),
-            discriminator_evals=fields["discriminator_evals"].numpy(),
-            rejections=fields["rejections"].numpy(),
-            restarts=fields["restarts"].numpy(),
-            acceptance_per_level=acceptance.numpy(),
-            tests_per_level=tests.numpy(),
-            total_nfe=int(fields["nfe"].sum()),
-        )
-        return out if return_dict else out.to_tuple()
+            return samples
+        image = (samples.float() / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return image
+        image = image.permute(0, 2, 3, 1).numpy()
+        return self.numpy_to_pil(image) if output_type == "pil" else image
+
+
+def _process_group(distributed: bool | None) -> tuple[int, int]:
+    """``(rank, world size)`` of the default ``torch.distributed`` group (``None``: when one with more
+    than one process is initialised), else ``(0, 1)``."""
+    dist = torch.distributed
+    if distributed is None:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+
+
+def _acceptance_rate(accepts: torch.Tensor, tests: torch.Tensor) -> np.ndarray:
+    """Accepted / tested per level, 1.0 where nothing was tested."""
+    return torch.where(tests > 0, accepts.double() / tests.clamp_min(1), 1.0).numpy()
+
+
+def _all_gather(res: SamplingResult, world: int) -> SamplingResult:
+    """Every process's shard of the batch, concatenated in rank order (per-level counts summed)."""
+    res.samples = res.samples.cpu()
+    if world == 1:
+        return res
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, res)
+    return SamplingResult(
+        samples=torch.cat([g.samples for g in gathered]),
+        **{k: torch.cat([getattr(g, k) for g in gathered]) for k in SamplingResult.PER_SAMPLE},
+        **{k: sum(getattr(g, k) for g in gathered) for k in ("tests_per_level", "accepts_per_level")},
+        ticks=max(g.ticks for g in gathered),
+    )

@@ -170,14 +170,14 @@ class SamplingResult:
     tests_per_level: torch.Tensor  # [N+1] long
     accepts_per_level: torch.Tensor  # [N+1] long
     ticks: int = 0
+    PER_SAMPLE = ("nfe", "trajectory_nfe", "discriminator_evals", "rejections", "restarts")
 
     @classmethod
     def empty(cls, latents: torch.Tensor, num_levels: int, device: torch.device) -> SamplingResult:
-        per_sample = ("nfe", "trajectory_nfe", "discriminator_evals", "rejections", "restarts")
         per_level = ("tests_per_level", "accepts_per_level")
         return cls(
             samples=torch.empty_like(latents, device=device),
-            **{name: torch.zeros(latents.shape[0], dtype=torch.long) for name in per_sample},
+            **{name: torch.zeros(latents.shape[0], dtype=torch.long) for name in cls.PER_SAMPLE},
             **{name: torch.zeros(num_levels + 1, dtype=torch.long) for name in per_level},
         )
 

@@ -1,0 +1,78 @@
+"""DiffRS calibrations: saved on their own, refused with the differing settings, corrupt files named."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from diffusers_plugins import DiffRSCalibration, DiffRSPipeline, TimeDependentDiscriminator
+
+N = 4
+
+
+def calibrated_pipeline(unet, scheduler=None):
+    disc = TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4, seed=3)
+    pipe = DiffRSPipeline(unet, scheduler or DDIMScheduler(), disc)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.calibrate(num_samples=4, num_inference_steps=N, generator=torch.Generator().manual_seed(1))
+    return pipe
+
+
+def test_calibration_saves_and_loads_on_its_own(tmp_path, unet):
+    pipe = calibrated_pipeline(unet)
+    pipe.calibration.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "calibration.safetensors"}
+    loaded = DiffRSCalibration.from_pretrained(tmp_path)
+    assert loaded.entries == pipe.config.calibration  # float32 statistics round-trip losslessly
+    again = DiffRSPipeline(pipe.unet, DDIMScheduler(), pipe.discriminator, calibration=loaded)
+    for a, b in zip(again.thresholds(N, 0.9), pipe.thresholds(N, 0.9)):
+        assert torch.equal(a, b)
+
+
+def test_a_mismatched_calibration_names_each_differing_setting(unet):
+    pipe = calibrated_pipeline(unet)
+    with pytest.raises(ValueError, match=r"num_inference_steps 4 \(stored\) vs 7"):
+        pipe.thresholds(7)
+    trailing = DiffRSPipeline(
+        pipe.unet,
+        DDIMScheduler(timestep_spacing="trailing"),
+        pipe.discriminator,
+        calibration=pipe.calibration,
+    )
+    with pytest.raises(ValueError, match=r"timestep_spacing='leading' \(stored\) vs 'trailing'") as err:
+        trailing.thresholds(N)
+    assert (
+        "scheduler config" in str(err.value) and "discriminator" not in str(err.value).split("differs in")[1]
+    )
+    with torch.no_grad():
+        pipe.discriminator.head.bias.add_(1.0)
+    with pytest.raises(
+        ValueError, match=r"differs in: discriminator weights [0-9a-f]{12} \(stored\) vs [0-9a-f]{12}"
+    ):
+        pipe.thresholds(N)
+
+
+@pytest.mark.parametrize("damage", ["truncated statistics", "truncated config", "missing statistics"])
+def test_incomplete_or_corrupt_calibration_names_the_file(tmp_path, unet, damage):
+    calibrated_pipeline(unet).calibration.save_pretrained(tmp_path)
+    stats, config = tmp_path / "calibration.safetensors", tmp_path / "config.json"
+    if damage == "truncated statistics":
+        stats.write_bytes(stats.read_bytes()[:-64])
+    elif damage == "truncated config":
+        config.write_text(config.read_text()[:-30])
+    else:
+        stats.unlink()
+    name = "config.json" if "config" in damage else "calibration.safetensors"
+    with pytest.raises(
+        ValueError, match=rf"{name} is (missing|incomplete or corrupt).*DiffRSCalibration\.save_pretrained"
+    ):
+        DiffRSCalibration.from_pretrained(tmp_path)
+
+
+def test_corrupt_pipeline_index_names_the_file(tmp_path, unet):
+    calibrated_pipeline(unet).save_pretrained(tmp_path)
+    index = tmp_path / "model_index.json"
+    index.write_text(index.read_text()[: len(index.read_text()) // 2])
+    with pytest.raises(
+        ValueError, match=r"model_index\.json is incomplete or corrupt.*DiffRSPipeline\.save_pretrained"
+    ):
+        DiffRSPipeline.from_pretrained(tmp_path)
