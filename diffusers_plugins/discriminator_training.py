@@ -1,4 +1,5 @@
-"""Training the time-dependent discriminator (DG / DiffRS recipe, spec C).
+"""Training the time-dependent discriminator (the recipe of discriminator guidance, Kim et al., ICML
+2023, arXiv 2211.17091, which DiffRS reuses).
 
 Real samples (label 1) and base-sampler samples (label 0) are diffused to a noise level drawn per
 sample and the discriminator is trained with binary cross-entropy on its logit; a feature UNet (from
@@ -50,6 +51,46 @@ def _split(batch, needs_labels: bool, name: str):
     return x, (torch.as_tensor(y).long() if needs_labels else None)
 
 
+def _check_range(x: torch.Tensor, name: str, lo: float, hi: float) -> tuple[float, float]:
+    """``(min, max)`` of ``x``; ``ValueError`` if they leave the declared ``[lo, hi]`` or are not finite."""
+    x_min, x_max = float(x.min()), float(x.max())
+    if not (lo <= x_min and x_max <= hi):  # NaN fails too
+        raise ValueError(
+            f"{name} values span [{x_min:g}, {x_max:g}], outside input_range=({lo:g}, {hi:g}); declare the "
+            "range the data use, e.g. input_range=(0, 255) for uint8 images or (0, 1) for "
+            "DiffRSPipeline(output_type='pt') images"
+        )
+    return x_min, x_max
+
+
+def _check_pair(real: torch.Tensor, fake: torch.Tensor, lo: float, hi: float, in_channels: int) -> None:
+    """Both sets: images of the discriminator's channels, one resolution, one value convention."""
+    for name, x in (("real_dataset", real), ("generated_dataset", fake)):
+        if x.shape[1] != in_channels:
+            raise ValueError(
+                f"{name} images have {x.shape[1]} channels; the discriminator takes {in_channels}"
+            )
+    if real.shape[1:] != fake.shape[1:]:
+        raise ValueError(
+            f"real_dataset images have shape {tuple(real.shape[1:])} but generated_dataset images have "
+            f"shape {tuple(fake.shape[1:])}: both must have the same channels and resolution"
+        )
+    (r_lo, r_hi), (f_lo, f_hi) = (
+        _check_range(real, "real_dataset", lo, hi),
+        _check_range(fake, "generated_dataset", lo, hi),
+    )
+    mid, quarter = (lo + hi) / 2, (hi - lo) / 4
+    # One set confined to one half of the range while the other reaches the far quarter: two conventions.
+    if (min(r_lo, f_lo) <= lo + quarter and max(r_lo, f_lo) >= mid) or (
+        max(r_hi, f_hi) >= hi - quarter and min(r_hi, f_hi) <= mid
+    ):
+        raise ValueError(
+            f"real_dataset spans [{r_lo:g}, {r_hi:g}] but generated_dataset spans [{f_lo:g}, {f_hi:g}] "
+            f"(input_range=({lo:g}, {hi:g})): the two use different value ranges; rescale one, e.g. "
+            "DiffRSPipeline(output_type='pt') images lie in [0, 1] and output_type='latent' ones in [-1, 1]"
+        )
+
+
 def train_discriminator(
     discriminator,
     real_dataset,
@@ -62,7 +103,8 @@ def train_discriminator(
     weight_decay: float = 1e-7,
     input_range: tuple[float, float] = (-1.0, 1.0),
     seed: int = 0,
-    show_progress: bool = True,
+    progress: bool = True,
+    show_progress: bool | None = None,
 ):
     """Train ``discriminator`` to tell diffused real samples from diffused base-sampler samples.
 
@@ -75,9 +117,14 @@ def train_discriminator(
         num_inference_steps: the step count DiffRS will sample with.
         num_steps: optimiser steps; each sees ``batch_size`` real and ``batch_size`` generated samples.
         learning_rate, weight_decay: Adam settings (DG: 3e-4, 1e-7).
-        input_range: the value range of both datasets; mapped linearly to the model's [-1, 1].
-        seed: seeds shuffling, noise levels and noise (same seed -> same model and history).
-        show_progress: show a tqdm bar.
+        input_range: the value range ``(low, high)`` of both datasets, mapped linearly to the model's
+            [-1, 1]: ``(-1, 1)`` for pipeline ``output_type="latent"`` samples, ``(0, 1)`` for
+            ``output_type="pt"`` ones, ``(0, 255)`` for uint8 images. Checked before training: values
+            outside it, the two sets using different ranges (e.g. [-1, 1] real vs [0, 1] generated),
+            differing resolutions or channels raise ``ValueError``.
+        seed: seeds shuffling, noise levels and noise (same seed -> same model and history); the
+            global RNG is not used.
+        progress: show a tqdm bar (``show_progress``: its earlier name).
 
     Returns:
         ``(discriminator, history)`` where ``history`` is the list of per-step BCE losses (nats).
@@ -90,6 +137,7 @@ def train_discriminator(
     lo, hi = (float(v) for v in input_range)
     if not hi > lo:
         raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
+    progress = progress if show_progress is None else show_progress
     real = _as_dataset(real_dataset, "real_dataset")
     fake = _as_dataset(generated_dataset, "generated_dataset")
     device = next(discriminator.parameters()).device
@@ -103,9 +151,18 @@ def train_discriminator(
     loss_fn = torch.nn.BCEWithLogitsLoss()
     history: list[float] = []
     discriminator.train()
-    for _ in tqdm(range(num_steps), desc="discriminator", disable=not show_progress):
+    in_channels = discriminator.config.in_channels
+    for step in tqdm(range(num_steps), desc="discriminator", disable=not progress):
         xr, yr = _split(next(real_iter), needs_labels, "real_dataset")
         xf, yf = _split(next(fake_iter), needs_labels, "generated_dataset")
+        if step == 0:  # whole tensors, or the first batch of each dataset, before any update
+            whole = [
+                d if isinstance(d, torch.Tensor) else b
+                for d, b in ((real_dataset, xr), (generated_dataset, xf))
+            ]
+            _check_pair(*whole, lo, hi, in_channels)
+        _check_range(xr, "real_dataset", lo, hi)
+        _check_range(xf, "generated_dataset", lo, hi)
         x0 = torch.cat([xr, xf]).to(device=device, dtype=torch.float32)
         x0 = (x0 - lo) / (hi - lo) * 2 - 1
         target = torch.cat([torch.ones(len(xr)), torch.zeros(len(xf))]).to(device)

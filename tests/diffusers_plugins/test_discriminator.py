@@ -84,10 +84,12 @@ def test_save_load_round_trip(tmp_path, unet):
 
 
 def test_training_separates_real_from_generated_and_freezes_features(unet):
-    """A learnable difference (real = bright, generated = dark) is learnt; UNet features stay frozen."""
+    """A learnable difference (real = bright, generated = dark) is learnt; UNet features stay frozen.
+
+    Both sets lie in input_range=(-1, 1) and overlap in range, as the input checks require."""
     gen = torch.Generator().manual_seed(0)
-    real = TensorDataset(0.6 + 0.1 * torch.randn(128, 1, 8, 8, generator=gen))
-    fake = -0.6 + 0.1 * torch.randn(128, 1, 8, 8, generator=gen)
+    real = TensorDataset(0.3 + 0.1 * torch.randn(128, 1, 8, 8, generator=gen))
+    fake = -0.3 + 0.1 * torch.randn(128, 1, 8, 8, generator=gen)
     d = TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4)
     frozen = {k: v.clone() for k, v in d.features.state_dict().items()}
     head = d.head.weight.clone()
@@ -107,7 +109,7 @@ def test_training_separates_real_from_generated_and_freezes_features(unet):
     assert all(torch.equal(v, d.features.state_dict()[k]) for k, v in frozen.items())
     assert not torch.equal(head, d.head.weight)
     with torch.no_grad():  # clean (sigma = 0) real images get a higher log-ratio than generated ones
-        assert d(torch.full((1, 1, 8, 8), 0.6), 0.0) > d(torch.full((1, 1, 8, 8), -0.6), 0.0)
+        assert d(torch.full((1, 1, 8, 8), 0.3), 0.0) > d(torch.full((1, 1, 8, 8), -0.3), 0.0)
 
     def short_run():
         torch.manual_seed(5)
@@ -189,3 +191,58 @@ def test_from_unet_is_seeded_and_leaves_the_global_rng_alone(unet):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert not torch.equal(a.head.weight, c.head.weight)
     assert torch.equal(a.features.conv_in.weight, c.features.conv_in.weight)  # the UNet's weights, copied
+
+
+def test_training_data_are_checked_before_any_update():
+    """Ranges against input_range, one value convention for both sets, channels and resolution."""
+    real = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    real[0, 0, 0, :2] = torch.tensor([-1.0, 1.0])  # spans exactly [-1, 1]
+    kw = dict(scheduler=DDIMScheduler(), num_inference_steps=5, num_steps=3, batch_size=8, progress=False)
+    d = small()
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    pt_images = (real + 1) / 2  # what DiffRSPipeline(output_type="pt") returns: [0, 1]
+    with pytest.raises(
+        ValueError, match=r"real_dataset spans \[-1, 1\] but generated_dataset spans \[0, 1\]"
+    ):
+        train_discriminator(d, real, pt_images, **kw)
+    with pytest.raises(
+        ValueError,
+        match=r"real_dataset spans \[-0.99\d*, 0.99\d*\] but generated_dataset spans \[[\de.-]+, 0.99",
+    ):
+        train_discriminator(d, TensorDataset(real), TensorDataset(pt_images), **kw)  # first batches
+    uint8 = ((real + 1) * 127.5).round().to(torch.uint8)
+    with pytest.raises(
+        ValueError, match=r"real_dataset values span \[0, 255\], outside input_range=\(-1, 1\)"
+    ):
+        train_discriminator(d, uint8, uint8, **kw)
+    with pytest.raises(
+        ValueError, match=r"shape \(1, 8, 8\) but generated_dataset images have shape \(1, 16, 16\)"
+    ):
+        train_discriminator(d, real, torch.zeros(4, 1, 16, 16), **kw)
+    with pytest.raises(
+        ValueError, match="generated_dataset images have 3 channels; the discriminator takes 1"
+    ):
+        train_discriminator(d, real, torch.zeros(4, 3, 8, 8), **kw)
+    with pytest.raises(ValueError, match=r"generated_dataset values span \[nan, nan\]"):
+        train_discriminator(d, real, torch.full((4, 1, 8, 8), float("nan")), **kw)
+    assert all(torch.equal(v, d.state_dict()[k]) for k, v in before.items())  # nothing was trained
+    # Declared ranges are accepted, and map to the same model inputs: (0, 255) uint8 == (-1, 1) floats.
+    _, h_uint8 = train_discriminator(small(), uint8, uint8, input_range=(0, 255), **kw)
+    _, h_float = train_discriminator(small(), uint8 / 127.5 - 1, uint8 / 127.5 - 1, **kw)
+    assert torch.allclose(torch.tensor(h_uint8), torch.tensor(h_float), rtol=1e-5)
+    train_discriminator(small(), pt_images, pt_images, input_range=(0, 1), **kw)
+
+
+def test_training_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    train_discriminator(
+        small(),
+        torch.zeros(8, 1, 8, 8),
+        torch.zeros(8, 1, 8, 8),
+        DDIMScheduler(),
+        num_inference_steps=3,
+        num_steps=2,
+        batch_size=4,
+        progress=False,
+    )
+    assert torch.equal(state, torch.random.get_rng_state())

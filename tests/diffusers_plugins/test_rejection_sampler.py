@@ -220,3 +220,37 @@ def test_oracle_ratio_corrects_wrong_mode_weights():
     assert abs(base_frac - 0.8) < 0.06  # the base sampler reproduces the wrong model
     assert fracs[0.9] < base_frac - 0.08, (base_frac, fracs)
     assert abs(fracs[1.0] - 0.5) < 0.4 * abs(base_frac - 0.5), (base_frac, fracs)
+
+
+def test_non_finite_model_or_discriminator_output_names_the_level():
+    """NaN from the UNet or the discriminator is an error naming the level, in sampling and warm-up."""
+    tables = LevelTables(EulerDiscreteScheduler(), N)
+    model = gaussian_model(tables)
+    third = tables.timesteps[3]
+
+    def nan_at_level_3(inp, t, sids):
+        out = model(inp, t, sids)
+        return torch.where((t == third).view(-1, 1, 1, 1), torch.nan, out)
+
+    def disc_nan_at_level_2(x, sigma, sids):
+        return torch.where(sigma == tables.sigma[2], torch.nan, torch.zeros(len(sigma)))
+
+    latents = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0)) * tables.init_noise_sigma
+    zeros = torch.zeros(N + 1)
+    cases = [
+        (nan_at_level_3, None, r"UNet step .* level\(s\) \[3\]"),
+        (model, disc_nan_at_level_2, r"log-ratio .* level\(s\) \[2\]"),
+    ]
+    for model_fn, disc, message in cases:
+        for warmup in (False, True):
+            sampler = RejectionSampler(
+                tables,
+                model_fn,
+                disc or constant(0.0),
+                SampleStreams(range(4)),
+                log_m=zeros,
+                log_m_transition=zeros,
+            )
+            with pytest.raises(ValueError, match="non-finite") as err:
+                (sampler.warmup_statistics if warmup else sampler.run)(latents, torch.arange(4))
+            assert err.match(message)
