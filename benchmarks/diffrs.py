@@ -179,7 +179,7 @@ def run_toy(seeds, n: int, disc_steps: int, log) -> dict:
             batch_size=256,
             learning_rate=1e-3,
             seed=seed,
-            show_progress=False,
+            progress=False,
         )
         log(
             f"toy seed {seed}: discriminator {disc_steps} steps in {time.time() - t0:.0f}s, "
@@ -260,7 +260,7 @@ def run_images(seeds, n: int, log) -> tuple[dict, dict]:
     from diffusers_plugins.testing_utils.demo import DemoConfig, classifier_for, prepare_models
     from diffusers_plugins.testing_utils.digits_metrics import digits_quality
 
-    cfg = DemoConfig(show_progress=False)
+    cfg = DemoConfig(progress=False)
     pipe, images, labels = prepare_models(cfg, log)
     pipe.set_progress_bar_config(disable=True)
     clf = classifier_for(cfg, images, labels)
@@ -309,7 +309,7 @@ def peak_memory_mb(mode: str) -> dict:
     the process peak after sampling and its increase over the peak before sampling."""
     code = (
         "import resource, torch, sys; from diffusers_plugins.testing_utils.demo import DemoConfig, prepare_models\n"
-        "pipe, _, _ = prepare_models(DemoConfig(show_progress=False), log=lambda *a: None)\n"
+        "pipe, _, _ = prepare_models(DemoConfig(progress=False), log=lambda *a: None)\n"
         "pipe.set_progress_bar_config(disable=True)\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"mode = {mode!r}\n"

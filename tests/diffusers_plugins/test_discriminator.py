@@ -79,7 +79,10 @@ def test_save_load_round_trip(tmp_path, unet):
         back = TimeDependentDiscriminator.from_pretrained(tmp_path / name)
         labels = torch.tensor([0, 1, 1, 0])
         with torch.no_grad():
-            assert torch.equal(d(x, s, labels), back(x, s, labels)), name
+            want = d(x, s, labels)
+            # reloaded weights may sit at other alignments and run other oneDNN kernels: a few ulp of
+            # the logits' scale (<= 8 measured): 32 * 2**-23 * max(1, |logit|)
+            assert (back(x, s, labels) - want).abs().max() <= 32 * 2**-23 * max(1, want.abs().max()), name
         assert back.config.feature_time_input == ("edm" if name == "unet" else "vp_discrete")
 
 
@@ -156,9 +159,8 @@ def test_discriminators_saved_in_the_earlier_format_still_load(tmp_path, unet):
         back = TimeDependentDiscriminator.from_pretrained(tmp_path / name)
         lab = labels if d.is_class_conditional else None
         with torch.no_grad():
-            # loaded weights may sit at other alignments (other oneDNN kernels): a few hundred fp32
-            # ops on logits ~1: 256 * 2**-23 ~ 3e-5
-            assert torch.allclose(d(x, s, lab), back(x, s, lab), rtol=0, atol=3e-5), name
+            want = d(x, s, lab)  # reloaded weights: other alignment, maybe other kernels (see above)
+            assert (back(x, s, lab) - want).abs().max() <= 32 * 2**-23 * max(1, want.abs().max()), name
         assert all(torch.equal(v, back.state_dict()[k]) for k, v in d.state_dict().items()), name
 
 
