@@ -151,20 +151,15 @@ class DiffRSPipeline(DiffusionPipeline):
 
     @staticmethod
     def _check_generator(generator, n: int) -> None:
-        if generator is None or isinstance(generator, torch.Generator):
-            return
-        if (
-            isinstance(generator, list)
-            and len(generator) == n
-            and all(isinstance(g, torch.Generator) for g in generator)
-        ):
-            return
-        raise ValueError(f"generator must be None, a torch.Generator or a list of {n} torch.Generators")
+        gens = generator if isinstance(generator, list) else [generator] * n
+        if not (generator is None or (len(gens) == n and all(isinstance(g, torch.Generator) for g in gens))):
+            raise ValueError(f"generator must be None, a torch.Generator or a list of {n} torch.Generators")
 
-    def _latents_and_seeds(self, n: int, generator):
+    def _start(self, n: int, generator, tables: LevelTables) -> tuple[torch.Tensor, SampleStreams]:
+        """Start latents drawn exactly as the stock pipelines draw them (``randn_tensor`` of the batch
+        times ``init_noise_sigma``), then one seed per image from ``generator`` for its own streams."""
         size = self.unet.config.sample_size
-        hw = (size, size) if isinstance(size, int) else tuple(size)
-        shape = (n, self.unet.config.in_channels, *hw)
+        shape = (n, self.unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
         latents = randn_tensor(
             shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype
         )
@@ -173,34 +168,26 @@ class DiffRSPipeline(DiffusionPipeline):
         else:
             dev = generator.device if generator is not None else "cpu"
             seeds = torch.randint(0, 2**62, (n,), generator=generator, device=dev).tolist()
-        return latents, seeds
+        return latents * tables.init_noise_sigma, SampleStreams(seeds, self._execution_device)
 
     def _sampler(self, tables, labels, streams, num_slots, **kwargs) -> RejectionSampler:
-        unet = self.unet
+        unet, disc = self.unet, self.discriminator
         unet_labels = labels if unet.class_embedding is not None else None
-        disc = self.discriminator
+        disc_labels = labels if getattr(disc, "is_class_conditional", False) else None
 
         def model_fn(inp, t, sids):
-            if unet_labels is None:
-                return unet(inp.to(unet.dtype), t).sample
-            return unet(inp.to(unet.dtype), t, class_labels=unet_labels[sids].to(inp.device)).sample
+            lab = None if unet_labels is None else unet_labels[sids].to(inp.device)
+            return unet(inp.to(unet.dtype), t, class_labels=lab).sample
 
-        log_ratio_fn = None
-        if disc is not None:
-            disc_labels = labels if getattr(disc, "is_class_conditional", False) else None
+        def log_ratio_fn(x_ve, sigma, sids):
+            return disc(
+                x_ve, sigma, class_labels=None if disc_labels is None else disc_labels[sids].to(x_ve.device)
+            )
 
-            def log_ratio_fn(x_ve, sigma, sids):
-                lab = None if disc_labels is None else disc_labels[sids].to(x_ve.device)
-                return disc(x_ve, sigma, class_labels=lab)
-
+        bar = lambda total: self.progress_bar(total=total)  # noqa: E731
+        fn = None if disc is None else log_ratio_fn
         return RejectionSampler(
-            tables,
-            model_fn,
-            log_ratio_fn,
-            streams,
-            num_slots=num_slots,
-            progress_bar=lambda total: self.progress_bar(total=total),
-            **kwargs,
+            tables, model_fn, fn, streams, num_slots=num_slots, progress_bar=bar, **kwargs
         )
 
     @torch.no_grad()
@@ -228,9 +215,7 @@ class DiffRSPipeline(DiffusionPipeline):
             class_labels = torch.randint(self._num_classes(), (num_samples,), generator=gen)
         labels = self._check_labels(class_labels, num_samples)
         tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
-        latents, seeds = self._latents_and_seeds(num_samples, generator)
-        latents = latents * tables.init_noise_sigma
-        streams = SampleStreams(seeds, self._execution_device)
+        latents, streams = self._start(num_samples, generator, tables)
         sampler = self._sampler(tables, labels, streams, num_slots or min(num_samples, 64))
         marginal, transition = sampler.warmup_statistics(latents, torch.arange(num_samples))
         calibration = self.calibration
@@ -286,14 +271,13 @@ class DiffRSPipeline(DiffusionPipeline):
             log_m, log_m_t = self.thresholds(
                 num_inference_steps, float(rejection_percentile), bool(clamp_log_m)
             )
-        latents, seeds = self._latents_and_seeds(batch_size, generator)
-        latents = latents * tables.init_noise_sigma
+        latents, streams = self._start(batch_size, generator, tables)
         rank, world = _process_group(distributed)
         shard = torch.from_numpy(np.array_split(np.arange(batch_size), world)[rank]).long()
         sampler = self._sampler(
             tables,
             labels,
-            SampleStreams(seeds, self._execution_device),
+            streams,
             num_slots or max(1, shard.numel()),
             log_m=log_m,
             log_m_transition=log_m_t,

@@ -8,11 +8,10 @@ against ``log M_j`` until accepted or back at level 0, where the start test of t
 or replaces it with fresh noise (Na et al., ICML 2024, arXiv 2405.17880). A test accepts iff
 ``log(u + 1e-7) <= statistic - log M`` with ``u ~ U[0, 1)``: ties accept, as in the official code.
 
-Every sample owns its random streams: its start latents come from the caller, and sampler noise,
-acceptance uniforms, back-step noise and fresh noise each come from a generator seeded by
-``(base_seed, sample_id, stream)``. A sample's random draws and accept/reject decisions therefore
-depend only on its own randomness, never on which other samples share the batch; its pixels agree
-across batch compositions up to the fp32 rounding of batched model calls.
+Every sample owns its random streams (start latents from the caller; sampler noise, acceptance
+uniforms, back-step noise and fresh noise from generators seeded by ``(base_seed, sample_id, stream)``),
+so its decisions never depend on which other samples share the batch, and its pixels only up to the
+fp32 rounding of batched model calls.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from diffusers_plugins.level_tables import LevelTables
 
@@ -88,22 +88,16 @@ class SampleStreams:
 
     def randn(self, stream: str, sample_ids: torch.Tensor, shape: tuple[int, ...], dtype=torch.float32):
         """Standard normal ``[n, *shape]``, row ``j`` from sample ``sample_ids[j]``'s stream."""
-        if len(sample_ids) == 0:
-            return torch.empty((0, *shape), device=self.device, dtype=dtype)
-        return torch.stack(
-            [
-                torch.randn(shape, generator=self._gen(int(s), stream), device=self.device, dtype=dtype)
-                for s in sample_ids
-            ]
-        )
+        draw = [
+            torch.randn(shape, generator=self._gen(int(s), stream), device=self.device, dtype=dtype)
+            for s in sample_ids
+        ]
+        return torch.stack(draw) if draw else torch.empty((0, *shape), device=self.device, dtype=dtype)
 
     def rand(self, stream: str, sample_ids: torch.Tensor) -> torch.Tensor:
         """Uniform ``[n]`` in [0, 1), entry ``j`` from sample ``sample_ids[j]``'s stream."""
-        if len(sample_ids) == 0:
-            return torch.empty((0,), device=self.device)
-        return torch.cat(
-            [torch.rand(1, generator=self._gen(int(s), stream), device=self.device) for s in sample_ids]
-        )
+        draw = [torch.rand(1, generator=self._gen(int(s), stream), device=self.device) for s in sample_ids]
+        return torch.cat(draw) if draw else torch.empty((0,), device=self.device)
 
 
 @dataclass
@@ -116,24 +110,16 @@ class Slots:
     """
 
     x: torch.Tensor  # [S, C, H, W] states in scheduler coordinates
-    level: torch.Tensor  # [S] long, 0..N
+    level: torch.Tensor  # [S] long, 0..N; a slot at level 0 has not passed the start test yet
     parent_log_ratio: torch.Tensor  # [S] float32: log L of the last accepted state of the trajectory
-    start_tested: torch.Tensor  # [S] bool: accepted by the level-0 start test (or nothing to test)
     trajectory_nfe: torch.Tensor  # [S] long, CPU: model calls of the current trajectory
     row: torch.Tensor  # [S] long, CPU
 
     @classmethod
-    def start(cls, x: torch.Tensor, row: torch.Tensor, start_tested: bool) -> Slots:
+    def start(cls, x: torch.Tensor, row: torch.Tensor) -> Slots:
         """Fresh level-0 slots holding states ``x [S, C, H, W]`` for the caller's rows ``row [S]``."""
-        n, dev = x.shape[0], x.device
-        return cls(
-            x=x,
-            level=torch.zeros(n, dtype=torch.long, device=dev),
-            parent_log_ratio=torch.zeros(n, device=dev),
-            start_tested=torch.full((n,), start_tested, device=dev),
-            trajectory_nfe=torch.zeros(n, dtype=torch.long),
-            row=row,
-        )
+        zeros = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return cls(x, zeros, torch.zeros(x.shape[0], device=x.device), zeros.cpu(), row)
 
     def __len__(self) -> int:
         return self.row.numel()
@@ -148,12 +134,11 @@ class Slots:
             **{f.name: torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)}
         )
 
-    def restart(self, rows: torch.Tensor, x: torch.Tensor, start_tested: bool) -> None:
+    def restart(self, rows: torch.Tensor, x: torch.Tensor) -> None:
         """Begin a new trajectory in slots ``rows`` (device indices) from fresh level-0 states ``x``."""
         self.x[rows] = x.to(self.x.dtype)
         self.level[rows] = 0
         self.parent_log_ratio[rows] = 0.0
-        self.start_tested[rows] = start_tested
         self.trajectory_nfe[rows.cpu()] = 0
 
 
@@ -199,8 +184,7 @@ class _Run:
     result: SamplingResult
     max_ticks: int
     num_slots: int
-    start_tested: bool  # the state of a fresh slot: True when there is no start test
-    bar: object = None
+    bar: tqdm
     pending: collections.deque = field(default_factory=collections.deque)
     finished: int = 0
 
@@ -211,11 +195,11 @@ class _Run:
     def tick(self) -> None:
         self.result.ticks += 1
         if self.result.ticks > self.max_ticks:
+            res = self.result
             raise RuntimeError(
                 f"DiffRS stopped after max_ticks={self.max_ticks} ticks with {self.finished} of "
-                f"{len(self.sample_ids)} samples "
-                f"finished ({int(self.result.rejections.sum())} rejections, {int(self.result.restarts.sum())} "
-                "restarts so far). The discriminator rejects almost everything at these thresholds: lower "
+                f"{len(self.sample_ids)} samples finished ({int(res.rejections.sum())} rejections, "
+                f"{int(res.restarts.sum())} restarts so far). The discriminator rejects almost everything at these thresholds: lower "
                 "rejection_percentile, use clamp_log_m=False, set max_nfe_per_sample, or raise max_ticks."
             )
 
@@ -225,7 +209,7 @@ class _Run:
         if take:
             new = torch.tensor(take, dtype=torch.long)
             x = self.latents[new].to(slots.x.device)
-            slots = slots.extend(Slots.start(x, new, self.start_tested))
+            slots = slots.extend(Slots.start(x, new))
         return slots
 
     def harvest(self, slots: Slots, num_levels: int) -> Slots:
@@ -237,8 +221,7 @@ class _Run:
         self.result.samples[rows] = slots.x[done]
         self.result.trajectory_nfe[rows] = slots.trajectory_nfe[done.cpu()]
         self.finished += len(rows)
-        if self.bar is not None:
-            self.bar.update(len(rows))
+        self.bar.update(len(rows))
         return self.refill(slots.select(~done))
 
 
@@ -334,7 +317,7 @@ class RejectionSampler:
         return x_next, nfe
 
     def _bar(self, total: int):
-        return self.progress_bar(total=total) if self.progress_bar else None
+        return self.progress_bar(total=total) if self.progress_bar else tqdm(total=total, disable=True)
 
     # ------------------------------------------------------------------ warm-up
     def warmup_statistics(self, latents: torch.Tensor, sample_ids: torch.Tensor):
@@ -361,10 +344,8 @@ class RejectionSampler:
                 marginal[rows, i + 1] = cur.cpu()
                 transition[rows, i + 1] = (cur - prev).cpu()
                 prev = cur
-            if bar is not None:
-                bar.update(x.shape[0])
-        if bar is not None:
-            bar.close()
+            bar.update(x.shape[0])
+        bar.close()
         return marginal, transition
 
     # ------------------------------------------------------------------ main loop
@@ -384,13 +365,10 @@ class RejectionSampler:
             result=SamplingResult.empty(latents, N, self.tables.device),
             max_ticks=self.max_ticks or 50 * N * (-(-n // self.num_slots)) + 50,
             num_slots=self.num_slots,
-            start_tested=not testing,
             bar=self._bar(n),
             pending=collections.deque(range(n)),
         )
-        slots = run.refill(
-            Slots.start(latents[:0].to(self.tables.device), torch.zeros(0, dtype=torch.long), True)
-        )
+        slots = run.refill(Slots.start(latents[:0].to(self.tables.device), torch.zeros(0, dtype=torch.long)))
         while len(slots):
             run.tick()
             if testing:
@@ -401,8 +379,7 @@ class RejectionSampler:
             if self.max_nfe_per_sample is not None:
                 self._enforce_budget(slots, run)
             slots = run.harvest(slots, N)
-        if run.bar is not None:
-            run.bar.close()
+        run.bar.close()
         return run.result
 
     def _test(self, slots: Slots, rows: torch.Tensor, run: _Run, transition: bool) -> torch.Tensor:
@@ -423,17 +400,12 @@ class RejectionSampler:
         return accepted
 
     def _start_tests(self, slots: Slots, run: _Run) -> None:
-        """Test untested level-0 slots at sigma_0 until each is accepted; a rejected one is redrawn."""
-        shape = tuple(slots.x.shape[1:])
-        while True:
-            rows = ((slots.level == 0) & ~slots.start_tested).nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
-                return
-            accepted = self._test(slots, rows, run, transition=False)
-            slots.start_tested[rows[accepted]] = True
-            rejected = rows[~accepted]
-            if rejected.numel():
-                slots.x[rejected] = self.fresh_noise(run.ids(slots, rejected), shape).to(slots.x)
+        """Test the level-0 slots at sigma_0 until each is accepted; a rejected one is redrawn."""
+        rows = (slots.level == 0).nonzero(as_tuple=True)[0]
+        while rows.numel():
+            rows = rows[~self._test(slots, rows, run, transition=False)]
+            if rows.numel():
+                slots.x[rows] = self.fresh_noise(run.ids(slots, rows), tuple(slots.x.shape[1:])).to(slots.x)
                 run.tick()
 
     def _advance(self, slots: Slots, run: _Run) -> None:
@@ -450,10 +422,10 @@ class RejectionSampler:
         rows = torch.arange(len(slots), device=slots.x.device)
         transition = True
         while rows.numel():
-            rejected = rows[~self._test(slots, rows, run, transition)]
-            if rejected.numel():
-                rejected = self._back_step(slots, rejected, run)
-            rows, transition = rejected, False
+            rows, transition = (
+                self._back_step(slots, rows[~self._test(slots, rows, run, transition)], run),
+                False,
+            )
 
     def _back_step(self, slots: Slots, rows: torch.Tensor, run: _Run) -> torch.Tensor:
         """Re-noise slots ``rows`` with the forward kernel; returns those still above level 0."""
@@ -461,7 +433,6 @@ class RejectionSampler:
         noise = self.streams.randn("renoise", run.ids(slots, rows), tuple(slots.x.shape[1:]), slots.x.dtype)
         slots.x[rows] = self.tables.renoise(slots.x[rows], slots.level[rows], to, noise.to(slots.x.device))
         slots.level[rows] = to
-        slots.start_tested[rows[to == 0]] = False
         return rows[to > 0]
 
     def _enforce_budget(self, slots: Slots, run: _Run) -> None:
@@ -471,4 +442,4 @@ class RejectionSampler:
         if rows.numel():
             run.result.restarts.index_add_(0, slots.row[rows], torch.ones(len(rows), dtype=torch.long))
             fresh = self.fresh_noise(run.ids(slots, rows), tuple(slots.x.shape[1:]))
-            slots.restart(rows.to(slots.x.device), fresh.to(slots.x.device), run.start_tested)
+            slots.restart(rows.to(slots.x.device), fresh.to(slots.x.device))
