@@ -19,41 +19,36 @@ from safetensors.torch import load_file, save_file
 from diffusers_plugins.rejection_sampler import thresholds_from_statistics
 from diffusers_plugins.saved_files import check_saved_directory
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "calibration.safetensors"
-SETTING_NAMES = {"class": "scheduler class", "steps": "num_inference_steps", "scheduler": "scheduler config"}
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "calibration.safetensors"
+STATISTICS = ("marginal", "transition")
+SETTING_NAMES = {
+    "class": "scheduler class",
+    "steps": "num_inference_steps",
+    "scheduler": "scheduler config",
+    "discriminator": "discriminator weights",
+}
 
 
 def calibration_settings(scheduler, num_inference_steps: int, discriminator) -> dict:
     """What a calibration depends on: scheduler class and config, step count, discriminator weights
     (a SHA-256 fingerprint of its state dict, ``"none"`` without a discriminator)."""
-    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    config = json.loads(
+        json.dumps({k: v for k, v in scheduler.config.items() if not k.startswith("_")}, default=str)
+    )
     weights = "none"
     if discriminator is not None:
         h = hashlib.sha256()
         for name, tensor in sorted(discriminator.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(name.encode() + tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         weights = h.hexdigest()[:12]
-    return {
-        "class": type(scheduler).__name__,
-        "steps": num_inference_steps,
-        "scheduler": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[
-            :12
-        ],
-        "discriminator": weights,
-        "scheduler_config": json.loads(json.dumps(config, default=str)),
-    }
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    settings = {"class": type(scheduler).__name__, "steps": num_inference_steps, "scheduler": digest}
+    return {**settings, "discriminator": weights, "scheduler_config": config}
 
 
 def calibration_key(settings: dict) -> str:
     """``"<scheduler class>/steps=N/scheduler=<config hash>/discriminator=<weights hash>"``."""
     return "{class}/steps={steps}/scheduler={scheduler}/discriminator={discriminator}".format(**settings)
-
-
-def _key_settings(key: str) -> dict:
-    cls, *parts = key.split("/")
-    return {"class": cls, **dict(part.split("=", 1) for part in parts)}
 
 
 class DiffRSCalibration:
@@ -69,14 +64,9 @@ class DiffRSCalibration:
 
     def add(self, settings: dict, marginal: torch.Tensor, transition: torch.Tensor) -> dict:
         """Store ``marginal`` / ``transition`` ``[n, N+1]`` under ``settings``; returns the entry."""
-        entry = {
-            "scheduler": settings["class"],
-            "num_inference_steps": settings["steps"],
-            "num_samples": marginal.shape[0],
-            "scheduler_config": settings["scheduler_config"],
-            "marginal": marginal.T.tolist(),
-            "transition": transition.T.tolist(),
-        }
+        entry = {"scheduler": settings["class"], "num_inference_steps": settings["steps"]}
+        entry.update(num_samples=marginal.shape[0], scheduler_config=settings["scheduler_config"])
+        entry.update(marginal=marginal.T.tolist(), transition=transition.T.tolist())
         self.entries[calibration_key(settings)] = entry
         return entry
 
@@ -98,60 +88,54 @@ class DiffRSCalibration:
         )
 
     def _differences(self, settings: dict) -> str:
-        if not self.entries:
-            return "nothing is calibrated yet"
         lines = []
         for key, entry in self.entries.items():
-            stored = _key_settings(key)
+            cls, *parts = key.split("/")
+            stored = {"class": cls, **dict(part.split("=", 1) for part in parts)}
             diffs = [
-                f"{SETTING_NAMES.get(name, 'discriminator weights')} {stored[name]} (stored) vs {settings[name]}"
-                for name in ("class", "steps", "scheduler", "discriminator")
-                if str(stored[name]) != str(settings[name])
+                f"{label} {stored[k]} (stored) vs {settings[k]}"
+                for k, label in SETTING_NAMES.items()
+                if str(stored[k]) != str(settings[k])
             ]
-            old = entry.get("scheduler_config", {})
-            new = settings["scheduler_config"]
+            old, new = entry.get("scheduler_config") or {}, settings["scheduler_config"]
             diffs += [
                 f"scheduler config {k}={old.get(k)!r} (stored) vs {new.get(k)!r}"
-                for k in sorted(set(old) | set(new))
+                for k in sorted(old.keys() | new.keys())
                 if old and old.get(k) != new.get(k)
             ]
             lines.append(f"stored {key!r} differs in: " + "; ".join(diffs))
-        return "; ".join(lines)
+        return "; ".join(lines) or "nothing is calibrated yet"
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write ``config.json`` (settings) and ``calibration.safetensors`` (statistics) to the directory."""
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         stats = {
-            f"{key}|{name}": torch.tensor(entry[name])
-            for key, entry in self.entries.items()
-            for name in ("marginal", "transition")
+            f"{key}|{name}": torch.tensor(e[name]) for key, e in self.entries.items() for name in STATISTICS
         }
         save_file(stats, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
         settings = {
-            key: {k: v for k, v in e.items() if k not in ("marginal", "transition")}
-            for key, e in self.entries.items()
+            key: {k: v for k, v in e.items() if k not in STATISTICS} for key, e in self.entries.items()
         }
-        config = {"_class_name": type(self).__name__, "entries": settings}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        config = json.dumps(
+            {"_class_name": type(self).__name__, "entries": settings}, indent=2, sort_keys=True
+        )
+        (directory / CONFIG_NAME).write_text(config, encoding="utf-8")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> DiffRSCalibration:
         """Load what :meth:`save_pretrained` wrote; ``ValueError`` naming the file if it is incomplete or corrupt."""
-        directory = Path(directory)
+        directory, writer = Path(directory), f"{cls.__name__}.save_pretrained"
         if not directory.is_dir():
-            raise ValueError(f"{directory} is not a directory written by DiffRSCalibration.save_pretrained")
-        check_saved_directory(directory, (CONFIG_NAME, WEIGHTS_NAME), f"{cls.__name__}.save_pretrained")
-        settings = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))["entries"]
+            raise ValueError(f"{directory} is not a directory written by {writer}")
+        check_saved_directory(directory, (CONFIG_NAME, WEIGHTS_NAME), writer)
+        entries = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")).get("entries", {})
         stats = load_file(str(directory / WEIGHTS_NAME))
-        entries = {}
-        for key, entry in settings.items():
-            names = [f"{key}|marginal", f"{key}|transition"]
-            if not all(name in stats for name in names):
-                raise ValueError(f"{directory / WEIGHTS_NAME} is incomplete: no statistics for {key!r}")
-            entries[key] = {
-                **entry,
-                "marginal": stats[names[0]].tolist(),
-                "transition": stats[names[1]].tolist(),
-            }
-        return cls(entries)
+        missing = [f"{key}|{name}" for key in entries for name in STATISTICS if f"{key}|{name}" not in stats]
+        if missing:
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME} is incomplete: no {missing[0]!r} (written by {writer})"
+            )
+        return cls(
+            {k: {**e, **{n: stats[f"{k}|{n}"].tolist() for n in STATISTICS}} for k, e in entries.items()}
+        )

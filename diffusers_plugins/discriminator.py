@@ -1,23 +1,14 @@
 """Time-dependent discriminator d(x, sigma) whose raw logit estimates log q_sigma(x) / p_sigma(x).
 
-The discriminator separates diffused real data (label 1) from diffused base-sampler outputs (label 0).
-For the Bayes-optimal classifier ``d = q / (q + p)``, so its pre-sigmoid output is the log density
-ratio ``log L = logit(d)`` that DiffRS uses directly (DiffRS, arXiv 2405.17880: the official code
-calls its classifier head with ``sigmoid=False``).
+It separates diffused real data (label 1) from diffused base-sampler outputs (label 0); for the
+Bayes-optimal classifier ``d = q / (q + p)``, so its pre-sigmoid output is the log density ratio
+``log L = logit(d)`` that DiffRS (arXiv 2405.17880) uses directly. Inputs are VE coordinates
+``x = x0 + sigma * eps`` with a per-sample noise level ``sigma`` (``sigma = 0``: clean data).
 
-Inputs are always VE coordinates ``x = x0 + sigma * eps`` with a per-sample noise level ``sigma``
-(units of the data, ``sigma = 0`` is clean data). A backbone turns ``(x, sigma)`` into a feature map and
-a time embedding; one trainable head (class / text conditioning added to the embedding, residual
-blocks, GroupNorm, mean pooling, a linear logit) sits on top. Two backbones:
-
-* :class:`VPTimeStem` (standalone, the default): ``conv_in`` on ``x / sqrt(1 + sigma^2)`` and a
-  sinusoidal embedding of ``999 * tau(sigma)``, the VP time of the linear VP-SDE (beta 0.1..20), as the
-  DG/DiffRS discriminators see time; the head's blocks then form a small multi-resolution conv net;
-* :class:`UNetEncoder` (:meth:`TimeDependentDiscriminator.from_unet`): the frozen ``conv_in``, down
-  and mid blocks of the user's own diffusion ``UNet2DModel`` (a noise-aware feature extractor every
-  diffusers user already has), fed in the UNet's own input convention (``vp_discrete``:
-  ``x / sqrt(1 + sigma^2)`` and the continuous training timestep of ``sigma``; ``edm``:
-  ``c_in(sigma) * x`` and ``ln(sigma) / 4``), and its time (and class) embedding.
+A backbone turns ``(x, sigma)`` into a feature map and a time embedding; one trainable head (class /
+text conditioning added to the embedding, residual blocks, GroupNorm, mean pooling, a linear logit)
+sits on top. Backbones: :class:`VPTimeStem` (standalone) and :class:`UNetEncoder` (the frozen encoder
+of the user's own ``UNet2DModel``, :meth:`TimeDependentDiscriminator.from_unet`).
 """
 
 from __future__ import annotations
@@ -49,9 +40,9 @@ def vp_time(sigma: torch.Tensor, beta_min: float = BETA_MIN, beta_max: float = B
     return tau.to(sigma.dtype if sigma.dtype.is_floating_point else torch.float32)
 
 
-def _unet_config_dict(config) -> dict:
+def _config_dict(config) -> dict:
     return {
-        k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(config).items() if not k.startswith("_")
+        k: list(v) if isinstance(v, tuple) else v for k, v in dict(config).items() if not k.startswith("_")
     }
 
 
@@ -61,7 +52,8 @@ def _as_batch(sigma: torch.Tensor) -> torch.Tensor:
 
 class VPTimeStem(nn.Module):
     """Standalone backbone: ``(conv_in(x / sqrt(1 + sigma^2)) [B, width, H, W], emb [B, time_embed_dim])``
-    with ``emb`` an MLP of the sinusoidal embedding of ``999 * tau(sigma)``."""
+    with ``emb`` an MLP of the sinusoidal embedding of ``999 * tau(sigma)``, the time the DG/DiffRS
+    discriminators see; the head's blocks on top form a small multi-resolution conv net."""
 
     def __init__(self, in_channels: int, width: int, time_embed_dim: int):
         super().__init__()
@@ -120,10 +112,10 @@ class UNetEncoder(nn.Module):
         # UNet2DModel.forward up to its mid block (the up path is not kept).
         emb = unet.time_embedding(unet.time_proj(t).to(dtype))
         if unet.class_embedding is not None:
-            labels = (
-                unet.time_proj(class_labels) if unet.config.class_embed_type == "timestep" else class_labels
-            )
-            emb = emb + unet.class_embedding(labels).to(dtype)
+            timestep_labels = unet.config.class_embed_type == "timestep"
+            emb = emb + unet.class_embedding(
+                unet.time_proj(class_labels) if timestep_labels else class_labels
+            ).to(dtype)
         x = 2 * x - 1.0 if unet.config.center_input_sample else x
         skip, h = x, unet.conv_in(x.to(dtype))
         for block in unet.down_blocks:
@@ -199,12 +191,8 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
             self.backbone = VPTimeStem(in_channels, block_out_channels[0], time_embed_dim)
             widths = tuple(block_out_channels)
         else:
-            schedule = dict(
-                num_train_timesteps=num_train_timesteps,
-                beta_start=beta_start,
-                beta_end=beta_end,
-                beta_schedule=beta_schedule,
-            )
+            schedule = dict(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end)
+            schedule["beta_schedule"] = beta_schedule
             self.backbone = UNetEncoder(
                 feature_unet_config, feature_time_input, schedule, sigma_data, sigma_min
             )
@@ -254,23 +242,16 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
         """
         if not isinstance(unet, UNet2DModel):
             raise TypeError(f"from_unet needs a diffusers UNet2DModel, got {type(unet).__name__}")
-        kwargs = {}
-        if scheduler is not None:
-            cfg = scheduler.config
-            if type(scheduler).__name__ == "EDMEulerScheduler":
-                kwargs.update(feature_time_input="edm", sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min)
-            elif all(k in cfg for k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")):
-                if cfg.get("trained_betas") is not None:
-                    raise ValueError("schedulers with trained_betas are not supported by from_unet")
-                kwargs.update(
-                    feature_time_input="vp_discrete",
-                    num_train_timesteps=cfg.num_train_timesteps,
-                    beta_start=cfg.beta_start,
-                    beta_end=cfg.beta_end,
-                    beta_schedule=cfg.beta_schedule,
-                )
-            else:
+        kwargs, cfg = {}, getattr(scheduler, "config", {})
+        schedule = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+        if type(scheduler).__name__ == "EDMEulerScheduler":
+            kwargs = dict(feature_time_input="edm", sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min)
+        elif scheduler is not None:
+            if not all(k in cfg for k in schedule):
                 raise TypeError(f"cannot derive the UNet's time input from {type(scheduler).__name__}")
+            if cfg.get("trained_betas") is not None:
+                raise ValueError("schedulers with trained_betas are not supported by from_unet")
+            kwargs = {k: cfg[k] for k in schedule}  # feature_time_input="vp_discrete"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(
@@ -280,7 +261,7 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
                 num_class_embeds=num_class_embeds,
                 encoder_hid_dim=encoder_hid_dim,
                 head_channels=head_channels,
-                feature_unet_config=_unet_config_dict(unet.config),
+                feature_unet_config=_config_dict(unet.config),
                 **kwargs,
             )
         state = {k: v for k, v in unet.state_dict().items() if k in model.features.state_dict()}

@@ -31,19 +31,18 @@ def _as_dataset(data, name: str) -> Dataset:
 def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
     if len(dataset) < 1:
         raise ValueError("datasets must not be empty")
-    loader = DataLoader(
-        dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, generator=generator, drop_last=True
-    )
+    size = min(batch_size, len(dataset))
+    loader = DataLoader(dataset, batch_size=size, shuffle=True, generator=generator, drop_last=True)
     while True:
         yield from loader
 
 
 def _split(batch, needs_labels: bool, name: str):
-    if isinstance(batch, (list, tuple)):
-        x = batch[0]
-        y = batch[1] if len(batch) > 1 else None
-    else:
-        x, y = batch, None
+    x, y = (
+        (batch[0], batch[1] if len(batch) > 1 else None)
+        if isinstance(batch, (list, tuple))
+        else (batch, None)
+    )
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"{name} must yield image tensors [C, H, W] (optionally with a label)")
     if needs_labels and y is None:
@@ -89,6 +88,17 @@ def _check_pair(real: torch.Tensor, fake: torch.Tensor, lo: float, hi: float, in
             f"(input_range=({lo:g}, {hi:g})): the two use different value ranges; rescale one, e.g. "
             "DiffRSPipeline(output_type='pt') images lie in [0, 1] and output_type='latent' ones in [-1, 1]"
         )
+
+
+def _diffused(xr, xf, lo: float, hi: float, sigmas: torch.Tensor, gen: torch.Generator, device):
+    """Real and generated batches mapped to [-1, 1], each sample diffused to a random level:
+    ``(x0 + sigma * eps [B, C, H, W], sigma [B], target [B] = 1 real / 0 generated)``."""
+    x0 = torch.cat([xr, xf]).to(device=device, dtype=torch.float32)
+    x0 = (x0 - lo) / (hi - lo) * 2 - 1
+    target = torch.cat([torch.ones(len(xr)), torch.zeros(len(xf))]).to(device)
+    sigma = sigmas[torch.randint(0, sigmas.numel(), (len(x0),), generator=gen).to(device)]
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    return x0 + sigma.view(-1, 1, 1, 1) * noise, sigma, target
 
 
 def train_discriminator(
@@ -151,7 +161,6 @@ def train_discriminator(
     loss_fn = torch.nn.BCEWithLogitsLoss()
     history: list[float] = []
     discriminator.train()
-    in_channels = discriminator.config.in_channels
     for step in tqdm(range(num_steps), desc="discriminator", disable=not progress):
         xr, yr = _split(next(real_iter), needs_labels, "real_dataset")
         xf, yf = _split(next(fake_iter), needs_labels, "generated_dataset")
@@ -160,18 +169,12 @@ def train_discriminator(
                 d if isinstance(d, torch.Tensor) else b
                 for d, b in ((real_dataset, xr), (generated_dataset, xf))
             ]
-            _check_pair(*whole, lo, hi, in_channels)
+            _check_pair(*whole, lo, hi, discriminator.config.in_channels)
         _check_range(xr, "real_dataset", lo, hi)
         _check_range(xf, "generated_dataset", lo, hi)
-        x0 = torch.cat([xr, xf]).to(device=device, dtype=torch.float32)
-        x0 = (x0 - lo) / (hi - lo) * 2 - 1
-        target = torch.cat([torch.ones(len(xr)), torch.zeros(len(xf))]).to(device)
-        level = torch.randint(0, sigmas.numel(), (len(x0),), generator=gen).to(device)
-        sigma = sigmas[level]
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        x_t, sigma, target = _diffused(xr, xf, lo, hi, sigmas, gen, device)
         labels = torch.cat([yr, yf]).to(device) if needs_labels else None
-        logit = discriminator(x0 + sigma.view(-1, 1, 1, 1) * noise, sigma, class_labels=labels)
-        loss = loss_fn(logit, target)
+        loss = loss_fn(discriminator(x_t, sigma, class_labels=labels), target)
         if not torch.isfinite(loss):
             raise RuntimeError("discriminator training diverged (non-finite loss); lower learning_rate")
         optimizer.zero_grad(set_to_none=True)
