@@ -107,45 +107,50 @@ class DiffRSPipeline(DiffusionPipeline):
         """The stored warm-up statistics (a copy; ``save_pretrained`` / ``from_pretrained`` on its own)."""
         return DiffRSCalibration(self.config.calibration)
 
+    def _settings(self, num_inference_steps: int) -> dict:
+        return calibration_settings(self.scheduler, num_inference_steps, self.discriminator)
+
     def calibration_key(self, num_inference_steps: int) -> str:
         """Key of the thresholds for this scheduler (class + config), step count and discriminator weights."""
-        return calibration_key(calibration_settings(self.scheduler, num_inference_steps, self.discriminator))
+        return calibration_key(self._settings(num_inference_steps))
 
     def thresholds(
         self, num_inference_steps: int, rejection_percentile: float = 0.75, clamp_log_m: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_m [N+1], log_m_transition [N+1])`` float64 from the stored calibration; a
         ``ValueError`` names the settings that differ from every stored calibration."""
-        settings = calibration_settings(self.scheduler, num_inference_steps, self.discriminator)
-        return self.calibration.thresholds(settings, rejection_percentile, clamp_log_m)
+        return self.calibration.thresholds(
+            self._settings(num_inference_steps), rejection_percentile, clamp_log_m
+        )
 
     # ------------------------------------------------------------------ input checks
     def _num_classes(self) -> int | None:
-        n = self.unet.config.num_class_embeds
-        if n is None and self.discriminator is not None:
-            n = getattr(self.discriminator.config, "num_class_embeds", None)
-        return n
+        return self.unet.config.num_class_embeds or getattr(self.discriminator, "config", {}).get(
+            "num_class_embeds"
+        )
 
     def _needs_labels(self) -> bool:
-        disc = self.discriminator is not None and getattr(self.discriminator, "is_class_conditional", False)
-        return self.unet.class_embedding is not None or disc
+        return self.unet.class_embedding is not None or bool(
+            getattr(self.discriminator, "is_class_conditional", 0)
+        )
 
-    def _check_labels(self, class_labels, n: int, name: str = "class_labels") -> torch.Tensor | None:
+    def _check_labels(self, class_labels, n: int) -> torch.Tensor | None:
+        if class_labels is None and self._needs_labels():
+            raise ValueError("class_labels is required: the UNet or discriminator is class-conditional")
         if class_labels is None:
-            if self._needs_labels():
-                raise ValueError(f"{name} is required: the UNet or discriminator is class-conditional")
             return None
         if not self._needs_labels():
-            raise ValueError(f"{name} given but neither the UNet nor the discriminator is class-conditional")
-        labels = torch.as_tensor(class_labels)
+            raise ValueError(
+                "class_labels given but neither the UNet nor the discriminator is class-conditional"
+            )
+        labels, num = torch.as_tensor(class_labels), self._num_classes()
         if labels.shape != (n,) or labels.dtype.is_floating_point:
             raise ValueError(
-                f"{name} must be {n} integer class ids, got shape {tuple(labels.shape)} {labels.dtype}"
+                f"class_labels must be {n} integer class ids, got shape {tuple(labels.shape)} {labels.dtype}"
             )
-        num = self._num_classes()
         if num is not None and (int(labels.min()) < 0 or int(labels.max()) >= num):
             raise ValueError(
-                f"{name} must lie in [0, {num}), got range [{int(labels.min())}, {int(labels.max())}]"
+                f"class_labels must lie in [0, {num}), got range [{int(labels.min())}, {int(labels.max())}]"
             )
         return labels.long()
 
@@ -219,8 +224,7 @@ class DiffRSPipeline(DiffusionPipeline):
         sampler = self._sampler(tables, labels, streams, num_slots or min(num_samples, 64))
         marginal, transition = sampler.warmup_statistics(latents, torch.arange(num_samples))
         calibration = self.calibration
-        settings = calibration_settings(self.scheduler, num_inference_steps, self.discriminator)
-        entry = calibration.add(settings, marginal, transition)
+        entry = calibration.add(self._settings(num_inference_steps), marginal, transition)
         self.register_to_config(calibration=calibration.entries)
         return entry
 
@@ -289,11 +293,7 @@ class DiffRSPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         out = DiffRSPipelineOutput(
             images=self._postprocess(res.samples, output_type),
-            nfe=res.nfe.numpy(),
-            trajectory_nfe=res.trajectory_nfe.numpy(),
-            discriminator_evals=res.discriminator_evals.numpy(),
-            rejections=res.rejections.numpy(),
-            restarts=res.restarts.numpy(),
+            **{name: getattr(res, name).numpy() for name in SamplingResult.PER_SAMPLE},
             acceptance_per_level=_acceptance_rate(res.accepts_per_level, res.tests_per_level),
             tests_per_level=res.tests_per_level.numpy(),
             total_nfe=int(res.nfe.sum()),
@@ -305,11 +305,8 @@ class DiffRSPipeline(DiffusionPipeline):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if (
-            isinstance(rejection_percentile, bool)
-            or not isinstance(rejection_percentile, (int, float))
-            or not (0.0 <= rejection_percentile <= 1.0)
-        ):
+        gamma = rejection_percentile
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
             raise ValueError(f"rejection_percentile must be a number in [0, 1], got {rejection_percentile!r}")
         if num_slots is not None and (not _is_int(num_slots) or num_slots < 1):
             raise ValueError(f"num_slots must be None or a positive int, got {num_slots!r}")
