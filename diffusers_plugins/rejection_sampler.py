@@ -1,17 +1,14 @@
-"""The DiffRS rejection sampler: per-sample state, acceptance tests, back-steps, harvest/refill.
+"""The DiffRS rejection sampler (Na et al., ICML 2024, arXiv 2405.17880) over asynchronous slots.
 
-Levels run ``0..N`` (0 = start noise, ``N`` = finished); ``log L_i(x)`` is the raw discriminator
-logit at level ``i``. After a model step lands a sample on level ``i`` it faces the *transition* test
-with statistic ``Delta_i = log L_i(x_i) - log L_{i-1}(parent)`` against ``log M'_i``; on rejection it
-is re-noised ``backsteps`` levels back with the forward kernel and faces *marginal* tests ``log L_j(x)``
-against ``log M_j`` until accepted or back at level 0, where the start test of the next tick accepts it
-or replaces it with fresh noise (Na et al., ICML 2024, arXiv 2405.17880). A test accepts iff
-``log(u + 1e-7) <= statistic - log M`` with ``u ~ U[0, 1)``: ties accept, as in the official code.
+Levels run ``0..N`` (0 = start noise, ``N`` = finished); ``log L_i(x)`` is the raw discriminator logit
+at level ``i``. A model step landing on level ``i`` faces the *transition* test ``Delta_i = log L_i(x_i)
+- log L_{i-1}(parent)`` against ``log M'_i``; a rejected sample is re-noised ``backsteps`` levels back
+with the forward kernel and faces *marginal* tests ``log L_j(x)`` against ``log M_j`` until accepted or
+at level 0, where the next tick's start test accepts it or redraws it. A test accepts iff
+``log(u + 1e-7) <= statistic - log M``, ``u ~ U[0, 1)`` (ties accept, as in the official code).
 
-Every sample owns its random streams (start latents from the caller; sampler noise, acceptance
-uniforms, back-step noise and fresh noise from generators seeded by ``(base_seed, sample_id, stream)``),
-so its decisions never depend on which other samples share the batch, and its pixels only up to the
-fp32 rounding of batched model calls.
+Each sample draws from its own streams (sampler noise, acceptance uniforms, back-step and fresh noise,
+seeded by ``(base_seed, sample_id, stream)``), so its decisions do not depend on the batch it shares.
 """
 
 from __future__ import annotations
@@ -66,11 +63,8 @@ def _check_finite(values: torch.Tensor, level: torch.Tensor, what: str) -> None:
 
 
 class SampleStreams:
-    """Independent per-sample random streams (``sampler``, ``accept``, ``renoise``, ``fresh``).
-
-    ``base_seeds[i]`` is the seed of sample ``i``; each (sample, stream) pair gets its own
-    ``torch.Generator`` seeded with a SeedSequence hash of ``(base_seed, sample_id, stream)``.
-    """
+    """Per-sample random streams ``sampler``, ``accept``, ``renoise``, ``fresh``: each (sample, stream)
+    pair has a ``torch.Generator`` seeded by a SeedSequence hash of ``(base_seeds[i], i, stream)``."""
 
     def __init__(self, base_seeds: list[int], device: torch.device | str = "cpu"):
         self.base_seeds = [int(s) for s in base_seeds]
@@ -102,12 +96,9 @@ class SampleStreams:
 
 @dataclass
 class Slots:
-    """The samples in flight, one row per slot; every field has one row per slot.
-
-    ``row`` is the caller's row of the sample a slot works on. Selecting and appending slots treats
-    all fields alike, so per-slot state added here (e.g. a multistep solver's history) follows the
-    slots through refills and harvests.
-    """
+    """The samples in flight, one row per slot in every field (``row``: the caller's row). Selecting
+    and appending treat all fields alike, so per-slot state added here (e.g. a multistep solver's
+    history) follows the slots through refills and harvests."""
 
     x: torch.Tensor  # [S, C, H, W] states in scheduler coordinates
     level: torch.Tensor  # [S] long, 0..N; a slot at level 0 has not passed the start test yet
@@ -118,8 +109,8 @@ class Slots:
     @classmethod
     def start(cls, x: torch.Tensor, row: torch.Tensor) -> Slots:
         """Fresh level-0 slots holding states ``x [S, C, H, W]`` for the caller's rows ``row [S]``."""
-        zeros = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        return cls(x, zeros, torch.zeros(x.shape[0], device=x.device), zeros.cpu(), row)
+        n, dev = x.shape[0], x.device
+        return cls(x, torch.zeros(n, dtype=torch.long, device=dev), torch.zeros(n, device=dev), 0 * row, row)
 
     def __len__(self) -> int:
         return self.row.numel()
@@ -155,19 +146,24 @@ class SamplingResult:
     tests_per_level: torch.Tensor  # [N+1] long
     accepts_per_level: torch.Tensor  # [N+1] long
     ticks: int = 0
+    marginal: torch.Tensor | None = None  # [n, N+1] float32: log L at each level (warm-up runs only)
+    transition: torch.Tensor | None = None  # [n, N+1] float32: Delta at each level (warm-up runs only)
     PER_SAMPLE = ("nfe", "trajectory_nfe", "discriminator_evals", "rejections", "restarts")
 
     @classmethod
-    def empty(cls, latents: torch.Tensor, num_levels: int, device: torch.device) -> SamplingResult:
-        per_level = ("tests_per_level", "accepts_per_level")
+    def empty(
+        cls, latents: torch.Tensor, num_levels: int, device: torch.device, warmup: bool
+    ) -> SamplingResult:
+        n, per_level = latents.shape[0], ("tests_per_level", "accepts_per_level")
         return cls(
             samples=torch.empty_like(latents, device=device),
-            **{name: torch.zeros(latents.shape[0], dtype=torch.long) for name in cls.PER_SAMPLE},
+            **{name: torch.zeros(n, dtype=torch.long) for name in cls.PER_SAMPLE},
             **{name: torch.zeros(num_levels + 1, dtype=torch.long) for name in per_level},
+            **{name: torch.zeros(n, num_levels + 1) for name in ("marginal", "transition") if warmup},
         )
 
     def record_tests(self, rows: torch.Tensor, level: torch.Tensor, accepted: torch.Tensor) -> None:
-        """Count one discriminator call per caller row ``rows [m]``, and the tests by level."""
+        """Count one discriminator call per caller row ``rows [m]`` and the tests by level."""
         ones = torch.ones(len(rows), dtype=torch.long)
         self.discriminator_evals.index_add_(0, rows, ones)
         self.rejections.index_add_(0, rows[~accepted], ones[~accepted])
@@ -185,6 +181,7 @@ class _Run:
     max_ticks: int
     num_slots: int
     bar: tqdm
+    warmup: bool  # accept every test and record the statistics
     pending: collections.deque = field(default_factory=collections.deque)
     finished: int = 0
 
@@ -226,7 +223,7 @@ class _Run:
 
 
 class RejectionSampler:
-    """Asynchronous DiffRS sampler over ``num_slots`` slots, each at its own level.
+    """DiffRS over ``num_slots`` slots, each at its own level, one batched model call per stage.
 
     Args:
         tables: per-level tables and step kernels of the base scheduler.
@@ -319,53 +316,32 @@ class RejectionSampler:
     def _bar(self, total: int):
         return self.progress_bar(total=total) if self.progress_bar else tqdm(total=total, disable=True)
 
-    # ------------------------------------------------------------------ warm-up
     def warmup_statistics(self, latents: torch.Tensor, sample_ids: torch.Tensor):
-        """Run the plain base sampler and record ``log L_k(x_k)`` and ``Delta_k`` at every level.
-
-        Returns ``(marginal [n, N+1], transition [n, N+1])`` float32 (``transition[:, 0] = 0``).
-        """
-        N = self.tables.num_levels
-        n = latents.shape[0]
-        marginal = torch.zeros(n, N + 1)
-        transition = torch.zeros(n, N + 1)
-        bar = self._bar(n)
-        for start in range(0, n, self.num_slots):
-            rows = slice(start, min(n, start + self.num_slots))
-            x = latents[rows].to(self.tables.device)
-            sids = sample_ids[rows]
-            level = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            prev = self.log_ratio(x, level, sids)
-            marginal[rows, 0] = prev.cpu()
-            for i in range(N):
-                x, _ = self.base_step(x, level, sids)
-                level = level + 1
-                cur = self.log_ratio(x, level, sids)
-                marginal[rows, i + 1] = cur.cpu()
-                transition[rows, i + 1] = (cur - prev).cpu()
-                prev = cur
-            bar.update(x.shape[0])
-        bar.close()
-        return marginal, transition
+        """The plain base sampler from ``latents`` with the discriminator evaluated at every level
+        (every test accepts): ``(marginal [n, N+1], transition [n, N+1])`` float32, ``log L_k(x_k)``
+        and ``Delta_k`` (``transition[:, 0] = 0``)."""
+        result = self.run(latents, sample_ids, warmup=True)
+        return result.marginal, result.transition
 
     # ------------------------------------------------------------------ main loop
-    def run(self, latents: torch.Tensor, sample_ids: torch.Tensor) -> SamplingResult:
+    def run(self, latents: torch.Tensor, sample_ids: torch.Tensor, warmup: bool = False) -> SamplingResult:
         """Sample one output per row of ``latents [n, C, H, W]`` (level-0 states) / ``sample_ids [n]``.
 
         Each tick: start tests at level 0, one macro-step of every slot, the rejection cascade, the
         NFE budget, then finished slots are harvested and refilled.
         """
         testing = self.log_ratio_fn is not None
-        if testing and (self.log_m is None or self.log_m_transition is None):
+        if testing and not warmup and (self.log_m is None or self.log_m_transition is None):
             raise ValueError("sampling with a discriminator needs log_m and log_m_transition (see calibrate)")
         N, n = self.tables.num_levels, latents.shape[0]
         run = _Run(
             latents=latents,
             sample_ids=sample_ids.to(torch.long).cpu(),
-            result=SamplingResult.empty(latents, N, self.tables.device),
+            result=SamplingResult.empty(latents, N, self.tables.device, warmup),
             max_ticks=self.max_ticks or 50 * N * (-(-n // self.num_slots)) + 50,
             num_slots=self.num_slots,
             bar=self._bar(n),
+            warmup=warmup,
             pending=collections.deque(range(n)),
         )
         slots = run.refill(Slots.start(latents[:0].to(self.tables.device), torch.zeros(0, dtype=torch.long)))
@@ -388,14 +364,17 @@ class RejectionSampler:
         The statistic is ``Delta`` against ``log M'`` for a transition test, ``log L`` against ``log M``
         otherwise. The test is counted and an accepted slot's parent log-ratio becomes its ``log L``.
         """
-        ids, level = run.ids(slots, rows), slots.level[rows]
+        ids, level, caller_rows = run.ids(slots, rows), slots.level[rows], slots.row[rows.cpu()]
         ell = self.log_ratio(slots.x[rows], level, ids)
-        if transition:
-            statistic, log_m = ell - slots.parent_log_ratio[rows], self.log_m_transition[level]
+        statistic = ell - slots.parent_log_ratio[rows] if transition else ell
+        if run.warmup:
+            accepted = torch.ones_like(ell, dtype=torch.bool)
+            run.result.marginal[caller_rows, level.cpu()] = ell.cpu()
+            run.result.transition[caller_rows, level.cpu()] = statistic.cpu() if transition else 0.0
         else:
-            statistic, log_m = ell, self.log_m[level]
-        accepted = acceptance_test(statistic, log_m, self.streams.rand("accept", ids).to(ell.device))
-        run.result.record_tests(slots.row[rows.cpu()], level.cpu(), accepted.cpu())
+            log_m = (self.log_m_transition if transition else self.log_m)[level]
+            accepted = acceptance_test(statistic, log_m, self.streams.rand("accept", ids).to(ell.device))
+        run.result.record_tests(caller_rows, level.cpu(), accepted.cpu())
         slots.parent_log_ratio[rows[accepted]] = ell[accepted]
         return accepted
 
