@@ -1,10 +1,9 @@
 """DiffRS calibration: per-level warm-up statistics of the discriminator, keyed by the sampler settings.
 
 The thresholds ``log M`` / ``log M'`` are gamma-quantiles of the discriminator's log-ratios (and their
-increments) along base-sampler trajectories (Na et al., ICML 2024, arXiv 2405.17880: the official
-code's warm-up). They depend on the scheduler class and config, the step count and the
-discriminator's weights, so each entry is stored under a key fingerprinting all of them; a request
-that matches no entry is refused with the settings that differ.
+increments) along base-sampler trajectories (the official code's warm-up). They depend on the
+scheduler class and config, the step count and the discriminator's weights; each entry is stored under
+a key fingerprinting all of them, and a request matching no entry is refused naming what differs.
 """
 
 from __future__ import annotations
@@ -14,13 +13,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from diffusers import ConfigMixin
+from diffusers.configuration_utils import register_to_config
 
 from diffusers_plugins.rejection_sampler import thresholds_from_statistics
 from diffusers_plugins.saved_files import check_saved_directory
 
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "calibration.safetensors"
-STATISTICS = ("marginal", "transition")
 SETTING_NAMES = {
     "class": "scheduler class",
     "steps": "num_inference_steps",
@@ -51,14 +49,17 @@ def calibration_key(settings: dict) -> str:
     return "{class}/steps={steps}/scheduler={scheduler}/discriminator={discriminator}".format(**settings)
 
 
-class DiffRSCalibration:
-    """Warm-up statistics of one or more sampler settings.
+class DiffRSCalibration(ConfigMixin):
+    """Warm-up statistics of one or more sampler settings, saved like a scheduler (a JSON config).
 
     ``entries`` maps :func:`calibration_key` to ``{"scheduler", "num_inference_steps", "num_samples",
-    "scheduler_config", "marginal" [N+1][n], "transition" [N+1][n]}`` (JSON-able; this is what a
-    ``DiffRSPipeline`` keeps in its config and ``model_index.json``).
+    "scheduler_config", "marginal" [N+1][n], "transition" [N+1][n]}`` (what a ``DiffRSPipeline`` keeps
+    in its config and ``model_index.json``).
     """
 
+    config_name = "calibration.json"
+
+    @register_to_config
     def __init__(self, entries: dict | None = None):
         self.entries = dict(entries or {})
 
@@ -107,35 +108,15 @@ class DiffRSCalibration:
         return "; ".join(lines) or "nothing is calibrated yet"
 
     def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write ``config.json`` (settings) and ``calibration.safetensors`` (statistics) to the directory."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        stats = {
-            f"{key}|{name}": torch.tensor(e[name]) for key, e in self.entries.items() for name in STATISTICS
-        }
-        save_file(stats, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        settings = {
-            key: {k: v for k, v in e.items() if k not in STATISTICS} for key, e in self.entries.items()
-        }
-        config = json.dumps(
-            {"_class_name": type(self).__name__, "entries": settings}, indent=2, sort_keys=True
-        )
-        (directory / CONFIG_NAME).write_text(config, encoding="utf-8")
+        """Write ``calibration.json`` to ``save_directory``."""
+        self.register_to_config(entries=self.entries)
+        self.save_config(save_directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> DiffRSCalibration:
         """Load what :meth:`save_pretrained` wrote; ``ValueError`` naming the file if it is incomplete or corrupt."""
-        directory, writer = Path(directory), f"{cls.__name__}.save_pretrained"
-        if not directory.is_dir():
+        writer = f"{cls.__name__}.save_pretrained"
+        if not Path(directory).is_dir():
             raise ValueError(f"{directory} is not a directory written by {writer}")
-        check_saved_directory(directory, (CONFIG_NAME, WEIGHTS_NAME), writer)
-        entries = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")).get("entries", {})
-        stats = load_file(str(directory / WEIGHTS_NAME))
-        missing = [f"{key}|{name}" for key in entries for name in STATISTICS if f"{key}|{name}" not in stats]
-        if missing:
-            raise ValueError(
-                f"{directory / WEIGHTS_NAME} is incomplete: no {missing[0]!r} (written by {writer})"
-            )
-        return cls(
-            {k: {**e, **{n: stats[f"{k}|{n}"].tolist() for n in STATISTICS}} for k, e in entries.items()}
-        )
+        check_saved_directory(directory, (cls.config_name,), writer)
+        return cls.from_config(cls.load_config(directory))

@@ -20,9 +20,9 @@ def calibrated_pipeline(unet, scheduler=None):
 def test_calibration_saves_and_loads_on_its_own(tmp_path, unet):
     pipe = calibrated_pipeline(unet)
     pipe.calibration.save_pretrained(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "calibration.safetensors"}
+    assert {p.name for p in tmp_path.iterdir()} == {"calibration.json"}
     loaded = DiffRSCalibration.from_pretrained(tmp_path)
-    assert loaded.entries == pipe.config.calibration  # float32 statistics round-trip losslessly
+    assert loaded.entries == pipe.config.calibration  # JSON floats round-trip losslessly
     again = DiffRSPipeline(pipe.unet, DDIMScheduler(), pipe.discriminator, calibration=loaded)
     for a, b in zip(again.thresholds(N, 0.9), pipe.thresholds(N, 0.9)):
         assert torch.equal(a, b)
@@ -51,17 +51,17 @@ def test_a_mismatched_calibration_names_each_differing_setting(unet):
         pipe.thresholds(N)
 
 
-@pytest.mark.parametrize("damage", ["truncated statistics", "truncated config", "missing statistics"])
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "missing"])
 def test_incomplete_or_corrupt_calibration_names_the_file(tmp_path, unet, damage):
     calibrated_pipeline(unet).calibration.save_pretrained(tmp_path)
-    stats, config = tmp_path / "calibration.safetensors", tmp_path / "config.json"
-    if damage == "truncated statistics":
-        stats.write_bytes(stats.read_bytes()[:-64])
-    elif damage == "truncated config":
-        config.write_text(config.read_text()[:-30])
+    saved = tmp_path / "calibration.json"
+    if damage == "truncated":
+        saved.write_text(saved.read_text()[:-30])
+    elif damage == "emptied":
+        saved.write_text("")
     else:
-        stats.unlink()
-    name = "config.json" if "config" in damage else "calibration.safetensors"
+        saved.unlink()
+    name = "calibration.json"
     with pytest.raises(
         ValueError, match=rf"{name} is (missing|incomplete or corrupt).*DiffRSCalibration\.save_pretrained"
     ):
