@@ -151,9 +151,7 @@ class SamplingResult:
     PER_SAMPLE = ("nfe", "trajectory_nfe", "discriminator_evals", "rejections", "restarts")
 
     @classmethod
-    def empty(
-        cls, latents: torch.Tensor, num_levels: int, device: torch.device, warmup: bool
-    ) -> SamplingResult:
+    def empty(cls, latents: torch.Tensor, num_levels: int, device, warmup: bool) -> SamplingResult:
         n, per_level = latents.shape[0], ("tests_per_level", "accepts_per_level")
         return cls(
             samples=torch.empty_like(latents, device=device),
@@ -192,34 +190,31 @@ class _Run:
     def tick(self) -> None:
         self.result.ticks += 1
         if self.result.ticks > self.max_ticks:
-            res = self.result
             raise RuntimeError(
                 f"DiffRS stopped after max_ticks={self.max_ticks} ticks with {self.finished} of "
-                f"{len(self.sample_ids)} samples finished ({int(res.rejections.sum())} rejections, "
-                f"{int(res.restarts.sum())} restarts so far). The discriminator rejects almost everything at these thresholds: lower "
-                "rejection_percentile, use clamp_log_m=False, set max_nfe_per_sample, or raise max_ticks."
+                f"{len(self.sample_ids)} samples finished ({int(self.result.rejections.sum())} rejections, "
+                f"{int(self.result.restarts.sum())} restarts so far). The discriminator rejects almost "
+                "everything at these thresholds: lower rejection_percentile, use clamp_log_m=False, set "
+                "max_nfe_per_sample, or raise max_ticks."
             )
 
     def refill(self, slots: Slots) -> Slots:
         """Fill free slots with the next pending samples (their caller-given start latents)."""
-        take = [self.pending.popleft() for _ in range(min(len(self.pending), self.num_slots - len(slots)))]
-        if take:
-            new = torch.tensor(take, dtype=torch.long)
-            x = self.latents[new].to(slots.x.device)
-            slots = slots.extend(Slots.start(x, new))
-        return slots
+        new = [self.pending.popleft() for _ in range(min(len(self.pending), self.num_slots - len(slots)))]
+        new = torch.tensor(new, dtype=torch.long)
+        return slots.extend(Slots.start(self.latents[new].to(slots.x.device), new)) if len(new) else slots
 
     def harvest(self, slots: Slots, num_levels: int) -> Slots:
         """Move finished slots (level ``N``) to the result and refill them."""
         done = slots.level == num_levels
-        if not bool(done.any()):
-            return slots
-        rows = slots.row[done.cpu()]
-        self.result.samples[rows] = slots.x[done]
-        self.result.trajectory_nfe[rows] = slots.trajectory_nfe[done.cpu()]
-        self.finished += len(rows)
-        self.bar.update(len(rows))
-        return self.refill(slots.select(~done))
+        if bool(done.any()):
+            rows = slots.row[done.cpu()]
+            self.result.samples[rows] = slots.x[done]
+            self.result.trajectory_nfe[rows] = slots.trajectory_nfe[done.cpu()]
+            self.finished += len(rows)
+            self.bar.update(len(rows))
+            slots = self.refill(slots.select(~done))
+        return slots
 
 
 class RejectionSampler:
