@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, UNet2DModel
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -92,6 +93,7 @@ class DiffRSPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, discriminator=discriminator)
         entries = calibration.entries if isinstance(calibration, DiffRSCalibration) else calibration
         self.register_to_config(calibration=dict(entries or {}))
+        self.image_processor = VaeImageProcessor()  # [-1, 1] states -> "pil" / "np" / "pt" in [0, 1]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -292,7 +294,7 @@ class DiffRSPipeline(DiffusionPipeline):
         res = _all_gather(sampler.run(latents[shard], shard), world)
         self.maybe_free_model_hooks()
         out = DiffRSPipelineOutput(
-            images=self._postprocess(res.samples, output_type),
+            images=self.image_processor.postprocess(res.samples, output_type),
             **{name: getattr(res, name).numpy() for name in SamplingResult.PER_SAMPLE},
             acceptance_per_level=_acceptance_rate(res.accepts_per_level, res.tests_per_level),
             tests_per_level=res.tests_per_level.numpy(),
@@ -311,16 +313,6 @@ class DiffRSPipeline(DiffusionPipeline):
         if num_slots is not None and (not _is_int(num_slots) or num_slots < 1):
             raise ValueError(f"num_slots must be None or a positive int, got {num_slots!r}")
         self._check_generator(generator, batch_size)
-
-    def _postprocess(self, samples: torch.Tensor, output_type: str):
-        """Final states ``[B, C, H, W]`` (data space [-1, 1]) -> the requested ``output_type``."""
-        if output_type == "latent":
-            return samples
-        image = (samples.float() / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return image
-        image = image.permute(0, 2, 3, 1).numpy()
-        return self.numpy_to_pil(image) if output_type == "pil" else image
 
 
 def _process_group(distributed: bool | None) -> tuple[int, int]:
