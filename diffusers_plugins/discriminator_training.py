@@ -1,12 +1,8 @@
 """Training the time-dependent discriminator (the recipe of discriminator guidance, Kim et al., ICML
-2023, arXiv 2211.17091, which DiffRS reuses).
-
-Real samples (label 1) and base-sampler samples (label 0) are diffused to a noise level drawn per
-sample and the discriminator is trained with binary cross-entropy on its logit; a feature UNet (from
-:meth:`TimeDependentDiscriminator.from_unet`) stays frozen, only the head trains. Noise levels are
-drawn uniformly from the ``N + 1`` levels of the sampler DiffRS will wrap (``scheduler`` at
-``num_inference_steps``), i.e. exactly where the discriminator is evaluated, instead of DG's
-importance sampling over continuous VP time (the levels are known in a diffusers pipeline).
+2023, arXiv 2211.17091, which DiffRS reuses): binary cross-entropy on the logit for real (1) vs
+base-sampler (0) samples, each diffused to its own noise level; a feature UNet stays frozen. Levels are
+drawn uniformly from the ``N + 1`` levels of the sampler DiffRS will wrap, where the discriminator is
+evaluated, instead of DG's importance sampling over continuous VP time.
 """
 
 from __future__ import annotations

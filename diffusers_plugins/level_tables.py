@@ -1,16 +1,12 @@
 """Canonical per-level tables built from a stock diffusers scheduler, and vectorised step kernels.
 
-DiffRS moves every sample independently along the noise levels ``0..N`` of a sampler (level 0 is the
-noisiest start, level ``N`` the finished sample). The stock schedulers keep a single batch-wide step
-index, so :class:`LevelTables` reads their tables once after ``set_timesteps`` and re-implements the
-closed-form update of each supported scheduler per sample: every quantity is gathered with a
-``LongTensor`` of levels ``idx`` of shape ``[B]`` and broadcast as ``[B, 1, 1, 1]``. One call to
-:meth:`LevelTables.step` advances each sample from its own level by one *macro-step* (Heun: predictor
-plus corrector, as one step) with one batched model call per stage.
-
-States are kept in the scheduler's own coordinates (what the stock pipeline holds between steps). The
-variance-exploding ("VE") view used by the discriminator is ``x_ve = ve_scale[idx] * x`` with noise
-level ``sigma[idx]``: ``ve_scale = 1`` for Euler/EDM/Heun and ``1 / sqrt(alphā)`` for DDPM/DDIM.
+DiffRS moves every sample independently along the levels ``0..N`` of a sampler (0: the noisiest start,
+``N``: finished). The stock schedulers keep one batch-wide step index, so :class:`LevelTables` reads
+their tables once after ``set_timesteps`` and re-implements each supported scheduler's closed-form
+update per sample, gathering every quantity with a ``[B]`` tensor of levels. :meth:`LevelTables.step`
+advances each sample from its own level by one *macro-step* (Heun: predictor plus corrector) with one
+batched model call per stage. States stay in the scheduler's coordinates; the discriminator's VE view
+is ``x_ve = ve_scale[idx] * x`` at noise ``sigma[idx]`` (``ve_scale = 1 / sqrt(alphā)`` for DDPM/DDIM).
 """
 
 from __future__ import annotations
