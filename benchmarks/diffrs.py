@@ -178,6 +178,7 @@ def run_toy(seeds, n: int, disc_steps: int, log) -> dict:
             num_steps=disc_steps,
             batch_size=256,
             learning_rate=1e-3,
+            input_range=None,  # 2-D points, not images: no bounded value range
             seed=seed,
             progress=False,
         )

@@ -7,6 +7,8 @@ evaluated, instead of DG's importance sampling over continuous VP time.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
@@ -49,7 +51,7 @@ def _split(batch, needs_labels: bool, name: str):
 def _check_range(x: torch.Tensor, name: str, lo: float, hi: float) -> tuple[float, float]:
     """``(min, max)`` of ``x``; ``ValueError`` if they leave the declared ``[lo, hi]`` or are not finite."""
     x_min, x_max = float(x.min()), float(x.max())
-    if not (lo <= x_min and x_max <= hi):  # NaN fails too
+    if not (math.isfinite(x_min) and math.isfinite(x_max) and lo <= x_min and x_max <= hi):
         raise ValueError(
             f"{name} values span [{x_min:g}, {x_max:g}], outside input_range=({lo:g}, {hi:g}); declare the "
             "range the data use, e.g. input_range=(0, 255) for uint8 images or (0, 1) for "
@@ -76,8 +78,9 @@ def _check_pair(real: torch.Tensor, fake: torch.Tensor, lo: float, hi: float, in
     )
     mid, quarter = (lo + hi) / 2, (hi - lo) / 4
     # One set confined to one half of the range while the other reaches the far quarter: two conventions.
-    if (min(r_lo, f_lo) <= lo + quarter and max(r_lo, f_lo) >= mid) or (
-        max(r_hi, f_hi) >= hi - quarter and min(r_hi, f_hi) <= mid
+    if math.isfinite(hi - lo) and (
+        (min(r_lo, f_lo) <= lo + quarter and max(r_lo, f_lo) >= mid)
+        or (max(r_hi, f_hi) >= hi - quarter and min(r_hi, f_hi) <= mid)
     ):
         raise ValueError(
             f"real_dataset spans [{r_lo:g}, {r_hi:g}] but generated_dataset spans [{f_lo:g}, {f_hi:g}] "
@@ -107,7 +110,7 @@ def train_discriminator(
     batch_size: int = 64,
     learning_rate: float = 3e-4,
     weight_decay: float = 1e-7,
-    input_range: tuple[float, float] = (-1.0, 1.0),
+    input_range: tuple[float, float] | None = (-1.0, 1.0),
     seed: int = 0,
     progress: bool = True,
     show_progress: bool | None = None,
@@ -127,7 +130,8 @@ def train_discriminator(
             [-1, 1]: ``(-1, 1)`` for pipeline ``output_type="latent"`` samples, ``(0, 1)`` for
             ``output_type="pt"`` ones, ``(0, 255)`` for uint8 images. Checked before training: values
             outside it, the two sets using different ranges (e.g. [-1, 1] real vs [0, 1] generated),
-            differing resolutions or channels raise ``ValueError``.
+            differing resolutions or channels raise ``ValueError``. ``None``: unbounded data already in
+            the model's units (e.g. latents, low-dimensional toy data), only checked to be finite.
         seed: seeds shuffling, noise levels and noise (same seed -> same model and history); the
             global RNG is not used.
         progress: show a tqdm bar (``show_progress``: its earlier name).
@@ -140,7 +144,8 @@ def train_discriminator(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    lo, hi = (float(v) for v in input_range)
+    lo, hi = (-1.0, 1.0) if input_range is None else (float(v) for v in input_range)
+    bounds = (-math.inf, math.inf) if input_range is None else (lo, hi)
     if not hi > lo:
         raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
     progress = progress if show_progress is None else show_progress
@@ -165,9 +170,9 @@ def train_discriminator(
                 d if isinstance(d, torch.Tensor) else b
                 for d, b in ((real_dataset, xr), (generated_dataset, xf))
             ]
-            _check_pair(*whole, lo, hi, discriminator.config.in_channels)
-        _check_range(xr, "real_dataset", lo, hi)
-        _check_range(xf, "generated_dataset", lo, hi)
+            _check_pair(*whole, *bounds, discriminator.config.in_channels)
+        _check_range(xr, "real_dataset", *bounds)
+        _check_range(xf, "generated_dataset", *bounds)
         x_t, sigma, target = _diffused(xr, xf, lo, hi, sigmas, gen, device)
         labels = torch.cat([yr, yf]).to(device) if needs_labels else None
         loss = loss_fn(discriminator(x_t, sigma, class_labels=labels), target)

@@ -233,6 +233,11 @@ def test_training_data_are_checked_before_any_update():
     _, h_float = train_discriminator(small(), uint8 / 127.5 - 1, uint8 / 127.5 - 1, **kw)
     assert torch.allclose(torch.tensor(h_uint8), torch.tensor(h_float), rtol=1e-5)
     train_discriminator(small(), pt_images, pt_images, input_range=(0, 1), **kw)
+    # input_range=None: unbounded data (e.g. latents) is used as given, only NaN / inf is refused.
+    _, h_none = train_discriminator(small(), 3 * real, 3 * real, input_range=None, **kw)
+    assert len(h_none) == 3
+    with pytest.raises(ValueError, match=r"real_dataset values span \[-inf, "):
+        train_discriminator(small(), torch.full((4, 1, 8, 8), -float("inf")), real, input_range=None, **kw)
 
 
 def test_training_leaves_the_global_rng_alone():
