@@ -1,5 +1,8 @@
 """DiffRS calibrations: saved on their own, refused with the differing settings, corrupt files named."""
 
+import hashlib
+import json
+
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -76,3 +79,25 @@ def test_corrupt_pipeline_index_names_the_file(tmp_path, unet):
         ValueError, match=r"model_index\.json is incomplete or corrupt.*DiffRSPipeline\.save_pretrained"
     ):
         DiffRSPipeline.from_pretrained(tmp_path)
+
+
+def test_calibrations_saved_by_earlier_versions_still_match(unet):
+    """Keys keep the earlier format (recomputed here independently); entries without the stored
+    scheduler config still give thresholds and mismatch messages."""
+    pipe = calibrated_pipeline(unet)
+    config = {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
+    weights = hashlib.sha256()
+    for name, tensor in sorted(pipe.discriminator.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    scheduler_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = f"DDIMScheduler/steps={N}/scheduler={scheduler_hash}/discriminator={weights.hexdigest()[:12]}"
+    assert list(pipe.config.calibration) == [key]
+    legacy = {
+        k: {f: v for f, v in e.items() if f != "scheduler_config"} for k, e in pipe.config.calibration.items()
+    }
+    old = DiffRSPipeline(pipe.unet, DDIMScheduler(), pipe.discriminator, calibration=legacy)
+    for a, b in zip(old.thresholds(N, 0.9), pipe.thresholds(N, 0.9)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"num_inference_steps 4 \(stored\) vs 5"):
+        old.thresholds(5)
