@@ -126,13 +126,8 @@ class UNetEncoder(nn.Module):
         return (h if unet.mid_block is None else unet.mid_block(h, emb)), emb
 
 
-# Saved before the backbones were submodules (still loadable): old key prefix -> new.
-_LEGACY_KEY_PREFIXES = (
-    ("features.", "backbone.unet."),
-    ("train_log_sigmas", "backbone.train_log_sigmas"),
-    ("time_embedding.", "backbone.time_embedding."),
-    ("conv_in.", "backbone.conv_in."),
-)
+# Key prefixes of the format saved before the backbones were submodules (still loadable).
+_LEGACY_PREFIXES = ("features.", "train_log_sigmas", "time_embedding.", "conv_in.")
 
 
 class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
@@ -280,10 +275,8 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
 
     def _fix_state_dict_keys_on_load(self, state_dict) -> None:
         super()._fix_state_dict_keys_on_load(state_dict)
-        for key in list(state_dict):
-            for old, new in _LEGACY_KEY_PREFIXES:
-                if key.startswith(old):
-                    state_dict[new + key[len(old) :]] = state_dict.pop(key)
+        for key in [k for k in state_dict if k.startswith(_LEGACY_PREFIXES)]:
+            state_dict["backbone." + key.replace("features.", "unet.", 1)] = state_dict.pop(key)
 
     @property
     def features(self) -> UNet2DModel | None:
@@ -293,9 +286,7 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
     @property
     def is_class_conditional(self) -> bool:
         """Whether ``forward`` needs ``class_labels`` (own class embedding or a conditional feature UNet)."""
-        return self.class_embedding is not None or (
-            self.features is not None and self.features.class_embedding is not None
-        )
+        return self.class_embedding is not None or getattr(self.features, "class_embedding", None) is not None
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -312,8 +303,7 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
             )
         batch = sample.shape[0]
         sigma = torch.as_tensor(sigma, device=sample.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(batch)
+        sigma = sigma.expand(batch) if sigma.ndim == 0 else sigma
         if sigma.shape != (batch,):
             raise ValueError(f"sigma must be a scalar or have shape [{batch}], got {tuple(sigma.shape)}")
         if bool((sigma < 0).any()):
