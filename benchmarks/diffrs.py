@@ -178,8 +178,9 @@ def run_toy(seeds, n: int, disc_steps: int, log) -> dict:
             num_steps=disc_steps,
             batch_size=256,
             learning_rate=1e-3,
+            input_range=None,  # 2-D points, not images: no bounded value range
             seed=seed,
-            show_progress=False,
+            progress=False,
         )
         log(
             f"toy seed {seed}: discriminator {disc_steps} steps in {time.time() - t0:.0f}s, "
@@ -257,10 +258,10 @@ def summarise(rows: dict) -> dict:
 
 
 def run_images(seeds, n: int, log) -> tuple[dict, dict]:
-    from diffusers_plugins.demo import DemoConfig, classifier_for, prepare_models
-    from diffusers_plugins.digits_metrics import digits_quality
+    from diffusers_plugins.testing_utils.demo import DemoConfig, classifier_for, prepare_models
+    from diffusers_plugins.testing_utils.digits_metrics import digits_quality
 
-    cfg = DemoConfig(show_progress=False)
+    cfg = DemoConfig(progress=False)
     pipe, images, labels = prepare_models(cfg, log)
     pipe.set_progress_bar_config(disable=True)
     clf = classifier_for(cfg, images, labels)
@@ -308,8 +309,8 @@ def peak_memory_mb(mode: str) -> dict:
     """Peak RSS (MiB) of one fresh subprocess sampling 512 digits with `mode` in {base, diffrs}:
     the process peak after sampling and its increase over the peak before sampling."""
     code = (
-        "import resource, torch, sys; from diffusers_plugins.demo import DemoConfig, prepare_models\n"
-        "pipe, _, _ = prepare_models(DemoConfig(show_progress=False), log=lambda *a: None)\n"
+        "import resource, torch, sys; from diffusers_plugins.testing_utils.demo import DemoConfig, prepare_models\n"
+        "pipe, _, _ = prepare_models(DemoConfig(progress=False), log=lambda *a: None)\n"
         "pipe.set_progress_bar_config(disable=True)\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"mode = {mode!r}\n"
@@ -391,7 +392,7 @@ def save_figures(examples: dict, toy_acceptance, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diffusers_plugins.demo import image_grid
+    from diffusers_plugins.testing_utils.demo import image_grid
 
     names = list(examples)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.6))

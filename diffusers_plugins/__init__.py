@@ -7,6 +7,7 @@ requires before ``from_pretrained`` can resolve ``diffusers_plugins.discriminato
 
 from pathlib import Path
 
+from diffusers_plugins.calibration import DiffRSCalibration
 from diffusers_plugins.discriminator import TimeDependentDiscriminator
 from diffusers_plugins.discriminator_training import train_discriminator
 from diffusers_plugins.level_tables import SUPPORTED_SCHEDULER_NAMES, LevelTables
@@ -18,6 +19,7 @@ CUSTOM_PIPELINE_FILE = str(Path(__file__).with_name("pipeline.py"))
 
 __all__ = [
     "CUSTOM_PIPELINE_FILE",
+    "DiffRSCalibration",
     "SUPPORTED_SCHEDULER_NAMES",
     "DiffRSPipeline",
     "DiffRSPipelineOutput",

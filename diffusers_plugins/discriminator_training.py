@@ -1,14 +1,13 @@
-"""Training the time-dependent discriminator (DG / DiffRS recipe, spec C).
-
-Real samples (label 1) and base-sampler samples (label 0) are diffused to a noise level drawn per
-sample and the discriminator is trained with binary cross-entropy on its logit; a feature UNet (from
-:meth:`TimeDependentDiscriminator.from_unet`) stays frozen, only the head trains. Noise levels are
-drawn uniformly from the ``N + 1`` levels of the sampler DiffRS will wrap (``scheduler`` at
-``num_inference_steps``), i.e. exactly where the discriminator is evaluated, instead of DG's
-importance sampling over continuous VP time (the levels are known in a diffusers pipeline).
+"""Training the time-dependent discriminator (the recipe of discriminator guidance, Kim et al., ICML
+2023, arXiv 2211.17091, which DiffRS reuses): binary cross-entropy on the logit for real (1) vs
+base-sampler (0) samples, each diffused to its own noise level; a feature UNet stays frozen. Levels are
+drawn uniformly from the ``N + 1`` levels of the sampler DiffRS will wrap, where the discriminator is
+evaluated, instead of DG's importance sampling over continuous VP time.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -30,24 +29,75 @@ def _as_dataset(data, name: str) -> Dataset:
 def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
     if len(dataset) < 1:
         raise ValueError("datasets must not be empty")
-    loader = DataLoader(
-        dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, generator=generator, drop_last=True
-    )
+    size = min(batch_size, len(dataset))
+    loader = DataLoader(dataset, batch_size=size, shuffle=True, generator=generator, drop_last=True)
     while True:
         yield from loader
 
 
 def _split(batch, needs_labels: bool, name: str):
-    if isinstance(batch, (list, tuple)):
-        x = batch[0]
-        y = batch[1] if len(batch) > 1 else None
-    else:
-        x, y = batch, None
+    x, y = (
+        (batch[0], batch[1] if len(batch) > 1 else None)
+        if isinstance(batch, (list, tuple))
+        else (batch, None)
+    )
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"{name} must yield image tensors [C, H, W] (optionally with a label)")
     if needs_labels and y is None:
         raise ValueError(f"the discriminator is class-conditional: {name} must yield (image, label) pairs")
     return x, (torch.as_tensor(y).long() if needs_labels else None)
+
+
+def _check_range(x: torch.Tensor, name: str, lo: float, hi: float) -> tuple[float, float]:
+    """``(min, max)`` of ``x``; ``ValueError`` if they leave the declared ``[lo, hi]`` or are not finite."""
+    x_min, x_max = float(x.min()), float(x.max())
+    if not (math.isfinite(x_min) and math.isfinite(x_max) and lo <= x_min and x_max <= hi):
+        raise ValueError(
+            f"{name} values span [{x_min:g}, {x_max:g}], outside input_range=({lo:g}, {hi:g}); declare the "
+            "range the data use, e.g. input_range=(0, 255) for uint8 images or (0, 1) for "
+            "DiffRSPipeline(output_type='pt') images"
+        )
+    return x_min, x_max
+
+
+def _check_pair(real: torch.Tensor, fake: torch.Tensor, lo: float, hi: float, in_channels: int) -> None:
+    """Both sets: images of the discriminator's channels, one resolution, one value convention."""
+    for name, x in (("real_dataset", real), ("generated_dataset", fake)):
+        if x.shape[1] != in_channels:
+            raise ValueError(
+                f"{name} images have {x.shape[1]} channels; the discriminator takes {in_channels}"
+            )
+    if real.shape[1:] != fake.shape[1:]:
+        raise ValueError(
+            f"real_dataset images have shape {tuple(real.shape[1:])} but generated_dataset images have "
+            f"shape {tuple(fake.shape[1:])}: both must have the same channels and resolution"
+        )
+    (r_lo, r_hi), (f_lo, f_hi) = (
+        _check_range(real, "real_dataset", lo, hi),
+        _check_range(fake, "generated_dataset", lo, hi),
+    )
+    mid, quarter = (lo + hi) / 2, (hi - lo) / 4
+    # One set confined to one half of the range while the other reaches the far quarter: two conventions.
+    if math.isfinite(hi - lo) and (
+        (min(r_lo, f_lo) <= lo + quarter and max(r_lo, f_lo) >= mid)
+        or (max(r_hi, f_hi) >= hi - quarter and min(r_hi, f_hi) <= mid)
+    ):
+        raise ValueError(
+            f"real_dataset spans [{r_lo:g}, {r_hi:g}] but generated_dataset spans [{f_lo:g}, {f_hi:g}] "
+            f"(input_range=({lo:g}, {hi:g})): the two use different value ranges; rescale one, e.g. "
+            "DiffRSPipeline(output_type='pt') images lie in [0, 1] and output_type='latent' ones in [-1, 1]"
+        )
+
+
+def _diffused(xr, xf, lo: float, hi: float, sigmas: torch.Tensor, gen: torch.Generator, device):
+    """Real and generated batches mapped to [-1, 1], each sample diffused to a random level:
+    ``(x0 + sigma * eps [B, C, H, W], sigma [B], target [B] = 1 real / 0 generated)``."""
+    x0 = torch.cat([xr, xf]).to(device=device, dtype=torch.float32)
+    x0 = (x0 - lo) / (hi - lo) * 2 - 1
+    target = torch.cat([torch.ones(len(xr)), torch.zeros(len(xf))]).to(device)
+    sigma = sigmas[torch.randint(0, sigmas.numel(), (len(x0),), generator=gen).to(device)]
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    return x0 + sigma.view(-1, 1, 1, 1) * noise, sigma, target
 
 
 def train_discriminator(
@@ -60,9 +110,10 @@ def train_discriminator(
     batch_size: int = 64,
     learning_rate: float = 3e-4,
     weight_decay: float = 1e-7,
-    input_range: tuple[float, float] = (-1.0, 1.0),
+    input_range: tuple[float, float] | None = (-1.0, 1.0),
     seed: int = 0,
-    show_progress: bool = True,
+    progress: bool = True,
+    show_progress: bool | None = None,
 ):
     """Train ``discriminator`` to tell diffused real samples from diffused base-sampler samples.
 
@@ -75,9 +126,15 @@ def train_discriminator(
         num_inference_steps: the step count DiffRS will sample with.
         num_steps: optimiser steps; each sees ``batch_size`` real and ``batch_size`` generated samples.
         learning_rate, weight_decay: Adam settings (DG: 3e-4, 1e-7).
-        input_range: the value range of both datasets; mapped linearly to the model's [-1, 1].
-        seed: seeds shuffling, noise levels and noise (same seed -> same model and history).
-        show_progress: show a tqdm bar.
+        input_range: the value range ``(low, high)`` of both datasets, mapped linearly to the model's
+            [-1, 1]: ``(-1, 1)`` for pipeline ``output_type="latent"`` samples, ``(0, 1)`` for
+            ``output_type="pt"`` ones, ``(0, 255)`` for uint8 images. Checked before training: values
+            outside it, the two sets using different ranges (e.g. [-1, 1] real vs [0, 1] generated),
+            differing resolutions or channels raise ``ValueError``. ``None``: unbounded data already in
+            the model's units (e.g. latents, low-dimensional toy data), only checked to be finite.
+        seed: seeds shuffling, noise levels and noise (same seed -> same model and history); the
+            global RNG is not used.
+        progress: show a tqdm bar (``show_progress``: its earlier name).
 
     Returns:
         ``(discriminator, history)`` where ``history`` is the list of per-step BCE losses (nats).
@@ -87,9 +144,11 @@ def train_discriminator(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    lo, hi = (float(v) for v in input_range)
+    lo, hi = (-1.0, 1.0) if input_range is None else (float(v) for v in input_range)
+    bounds = (-math.inf, math.inf) if input_range is None else (lo, hi)
     if not hi > lo:
         raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
+    progress = progress if show_progress is None else show_progress
     real = _as_dataset(real_dataset, "real_dataset")
     fake = _as_dataset(generated_dataset, "generated_dataset")
     device = next(discriminator.parameters()).device
@@ -103,18 +162,20 @@ def train_discriminator(
     loss_fn = torch.nn.BCEWithLogitsLoss()
     history: list[float] = []
     discriminator.train()
-    for _ in tqdm(range(num_steps), desc="discriminator", disable=not show_progress):
+    for step in tqdm(range(num_steps), desc="discriminator", disable=not progress):
         xr, yr = _split(next(real_iter), needs_labels, "real_dataset")
         xf, yf = _split(next(fake_iter), needs_labels, "generated_dataset")
-        x0 = torch.cat([xr, xf]).to(device=device, dtype=torch.float32)
-        x0 = (x0 - lo) / (hi - lo) * 2 - 1
-        target = torch.cat([torch.ones(len(xr)), torch.zeros(len(xf))]).to(device)
-        level = torch.randint(0, sigmas.numel(), (len(x0),), generator=gen).to(device)
-        sigma = sigmas[level]
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        if step == 0:  # whole tensors, or the first batch of each dataset, before any update
+            whole = [
+                d if isinstance(d, torch.Tensor) else b
+                for d, b in ((real_dataset, xr), (generated_dataset, xf))
+            ]
+            _check_pair(*whole, *bounds, discriminator.config.in_channels)
+        _check_range(xr, "real_dataset", *bounds)
+        _check_range(xf, "generated_dataset", *bounds)
+        x_t, sigma, target = _diffused(xr, xf, lo, hi, sigmas, gen, device)
         labels = torch.cat([yr, yf]).to(device) if needs_labels else None
-        logit = discriminator(x0 + sigma.view(-1, 1, 1, 1) * noise, sigma, class_labels=labels)
-        loss = loss_fn(logit, target)
+        loss = loss_fn(discriminator(x_t, sigma, class_labels=labels), target)
         if not torch.isfinite(loss):
             raise RuntimeError("discriminator training diverged (non-finite loss); lower learning_rate")
         optimizer.zero_grad(set_to_none=True)

@@ -1,16 +1,12 @@
 """Canonical per-level tables built from a stock diffusers scheduler, and vectorised step kernels.
 
-DiffRS moves every sample independently along the noise levels ``0..N`` of a sampler (level 0 is the
-noisiest start, level ``N`` the finished sample). The stock schedulers keep a single batch-wide step
-index, so :class:`LevelTables` reads their tables once after ``set_timesteps`` and re-implements the
-closed-form update of each supported scheduler per sample: every quantity is gathered with a
-``LongTensor`` of levels ``idx`` of shape ``[B]`` and broadcast as ``[B, 1, 1, 1]``. One call to
-:meth:`LevelTables.step` advances each sample from its own level by one *macro-step* (Heun: predictor
-plus corrector, as one step) with one batched model call per stage.
-
-States are kept in the scheduler's own coordinates (what the stock pipeline holds between steps). The
-variance-exploding ("VE") view used by the discriminator is ``x_ve = ve_scale[idx] * x`` with noise
-level ``sigma[idx]``: ``ve_scale = 1`` for Euler/EDM/Heun and ``1 / sqrt(alphā)`` for DDPM/DDIM.
+DiffRS moves every sample independently along the levels ``0..N`` of a sampler (0: the noisiest start,
+``N``: finished). The stock schedulers keep one batch-wide step index, so :class:`LevelTables` reads
+their tables once after ``set_timesteps`` and re-implements each supported scheduler's closed-form
+update per sample, gathering every quantity with a ``[B]`` tensor of levels. :meth:`LevelTables.step`
+advances each sample from its own level by one *macro-step* (Heun: predictor plus corrector) with one
+batched model call per stage. States stay in the scheduler's coordinates; the discriminator's VE view
+is ``x_ve = ve_scale[idx] * x`` at noise ``sigma[idx]`` (``ve_scale = 1 / sqrt(alphā)`` for DDPM/DDIM).
 """
 
 from __future__ import annotations
@@ -72,43 +68,33 @@ class LevelTables:
 
     def __init__(self, scheduler, num_inference_steps: int, device: torch.device | str = "cpu"):
         check_supported_scheduler(scheduler)
-        if (
-            not isinstance(num_inference_steps, int)
-            or isinstance(num_inference_steps, bool)
-            or num_inference_steps < 1
-        ):
-            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
-        device = torch.device(device)
-        self.scheduler = scheduler
-        self.device = device
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        self.num_levels = N = num_inference_steps
+        N = num_inference_steps
+        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
+            raise ValueError(f"num_inference_steps must be a positive int, got {N!r}")
+        self.scheduler, self.device, self.num_levels = scheduler, torch.device(device), N
+        device = self.device
+        scheduler.set_timesteps(N, device=device)
         self.init_noise_sigma = float(scheduler.init_noise_sigma)
         cfg = scheduler.config
         self.prediction_type = cfg.prediction_type
+        self._clip = float(cfg.clip_sample_range) if cfg.get("clip_sample") else None
+        self._thresholding = bool(cfg.get("thresholding"))
+        self.ve_scale = torch.ones(N + 1, device=device)
+        self.nfe = torch.ones(N, dtype=torch.long, device=device)
         if isinstance(scheduler, (DDPMScheduler, DDIMScheduler)):
             self._build_vp(scheduler, N, device)
-        elif isinstance(scheduler, HeunDiscreteScheduler):
-            self.family = "heun"
-            sig = scheduler.sigmas.to(device=device, dtype=torch.float32)
-            ts = scheduler.timesteps.to(device)
-            # Interleaved tables: sigmas [s0, s1, s1, ..., s_{N-1}, s_{N-1}, 0]; timesteps [t0, t1, t1, ...].
-            level_call = torch.tensor([max(0, 2 * i - 1) for i in range(N)], device=device)
-            self.sigma = torch.cat([sig[level_call], sig[-1:]])
-            self.timesteps = ts[level_call]
-            self.ve_scale = torch.ones(N + 1, device=device)
-            self.nfe = torch.full((N,), 2, dtype=torch.long, device=device)
-            self.nfe[self.sigma[1:] == 0] = 1
-            if cfg.clip_sample:
-                self._clip = float(cfg.clip_sample_range)
-            else:
-                self._clip = None
         else:
-            self.family = "edm" if isinstance(scheduler, EDMEulerScheduler) else "euler"
+            self.family = {HeunDiscreteScheduler: "heun", EDMEulerScheduler: "edm"}.get(
+                type(scheduler), "euler"
+            )
             self.sigma = scheduler.sigmas.to(device=device, dtype=torch.float32)
             self.timesteps = scheduler.timesteps.to(device)
-            self.ve_scale = torch.ones(N + 1, device=device)
-            self.nfe = torch.ones(N, dtype=torch.long, device=device)
+        if self.family == "heun":
+            # Interleaved tables: sigmas [s0, s1, s1, ..., s_{N-1}, s_{N-1}, 0]; timesteps [t0, t1, t1, ...].
+            level_call = torch.tensor([max(0, 2 * i - 1) for i in range(N)], device=device)
+            self.sigma = torch.cat([self.sigma[level_call], self.sigma[-1:]])
+            self.timesteps = self.timesteps[level_call]
+            self.nfe = 1 + (self.sigma[1:] > 0).long()  # corrector except on the last (sigma -> 0) step
         if self.sigma.shape != (N + 1,) or self.timesteps.shape[0] != N:
             raise RuntimeError(
                 f"{type(scheduler).__name__} produced {self.timesteps.shape[0]} timesteps / "
@@ -121,8 +107,7 @@ class LevelTables:
         if cfg.prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction_type {cfg.prediction_type!r} is not supported")
         ac = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-        ts = scheduler.timesteps.to(device)
-        self.timesteps = ts
+        self.timesteps = ts = scheduler.timesteps.to(device)
         self.abar_t = ac[ts]
         if isinstance(scheduler, DDPMScheduler):
             self.family = "ddpm"
@@ -133,31 +118,24 @@ class LevelTables:
                     "variance channels)"
                 )
             one = torch.ones((), device=device)
-            prev = [ac[ts[i + 1]] if i + 1 < N else one for i in range(N)]
-            self.abar_prev = torch.stack(prev)
+            self.abar_prev = torch.stack([ac[ts[i + 1]] if i + 1 < N else one for i in range(N)])
             # Standard deviation of the ancestral noise, from the scheduler's own variance formula.
-            std = []
-            for i in range(N):
-                var = scheduler._get_variance(int(ts[i])).to(device=device, dtype=torch.float32)
-                std.append(var if cfg.variance_type == "fixed_small_log" else var**0.5)
-            self.noise_std = torch.stack(std)
+            var = torch.stack(
+                [scheduler._get_variance(int(t)).to(device=device, dtype=torch.float32) for t in ts]
+            )
+            self.noise_std = var if cfg.variance_type == "fixed_small_log" else var**0.5
             self.noise_mask = ts > 0
         else:
             self.family = "ddim"
             step = cfg.num_train_timesteps // N
             final = scheduler.final_alpha_cumprod.to(device=device, dtype=torch.float32)
-            prev = [ac[int(t) - step] if int(t) - step >= 0 else final for t in ts]
-            self.abar_prev = torch.stack(prev)
+            self.abar_prev = torch.stack([ac[int(t) - step] if int(t) - step >= 0 else final for t in ts])
         # Level i < N holds the state that the step from level i reads; level N holds the final
         # state. For DDIM's "linspace" spacing the step lands on alphā(t - T/N), which need not be
         # alphā of the next listed timestep; the landing value is used for the level after a step.
-        abar_level = torch.cat([self.abar_t[:1], self.abar_prev])
-        self.abar_level = abar_level
-        self.sigma = ((1 - abar_level) / abar_level).sqrt()
-        self.ve_scale = abar_level.rsqrt()
-        self.nfe = torch.ones(N, dtype=torch.long, device=device)
-        self._thresholding = bool(cfg.thresholding)
-        self._clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
+        self.abar_level = torch.cat([self.abar_t[:1], self.abar_prev])
+        self.sigma = ((1 - self.abar_level) / self.abar_level).sqrt()
+        self.ve_scale = self.abar_level.rsqrt()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -189,11 +167,11 @@ class LevelTables:
         s_from = _gather(self.sigma, idx_from, x.ndim)
         return x + (s_to**2 - s_from**2).clamp_min(0).sqrt() * noise
 
-    def model_input(self, x: torch.Tensor, idx: torch.Tensor, stage_sigma: torch.Tensor | None = None):
-        """(scaled model input, timestep ``[B]``) for samples at levels ``idx`` (first stage)."""
+    def model_input(self, x: torch.Tensor, idx: torch.Tensor):
+        """(scaled model input, timestep ``[B]``) for samples at levels ``idx``."""
         if self.family in ("ddpm", "ddim"):
             return x, self.timesteps[idx]
-        sigma = _gather(self.sigma, idx, x.ndim) if stage_sigma is None else stage_sigma
+        sigma = _gather(self.sigma, idx, x.ndim)
         if self.family == "edm":
             return self.scheduler.precondition_inputs(x, sigma), self.timesteps[idx]
         return x / ((sigma**2 + 1) ** 0.5), self.timesteps[idx]
@@ -219,24 +197,18 @@ class LevelTables:
         """
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_levels):
             raise ValueError(f"levels must lie in [0, {self.num_levels}), got {idx.tolist()}")
+        kernel = {"ddpm": self._step_vp, "ddim": self._step_vp, "heun": self._step_heun}.get(self.family)
         rows = torch.arange(x.shape[0], device=x.device)
-        if self.family in ("ddpm", "ddim"):
-            return self._step_vp(x, idx, model_fn, rows, noise), self.nfe[idx]
-        if self.family == "heun":
-            return self._step_heun(x, idx, model_fn, rows), self.nfe[idx]
-        return self._step_euler(x, idx, model_fn, rows), self.nfe[idx]
+        return (kernel or self._step_euler)(x, idx, model_fn, rows, noise), self.nfe[idx]
 
     def _pred_x0_vp(self, x, out, a_t):
         b_t = 1 - a_t
         if self.prediction_type == "epsilon":
-            x0 = (x - b_t ** (0.5) * out) / a_t ** (0.5)
-            eps = out
+            x0, eps = (x - b_t ** (0.5) * out) / a_t ** (0.5), out
         elif self.prediction_type == "sample":
-            x0 = out
-            eps = (x - a_t ** (0.5) * x0) / b_t ** (0.5)
+            x0, eps = out, (x - a_t ** (0.5) * out) / b_t ** (0.5)
         else:
-            x0 = (a_t**0.5) * x - (b_t**0.5) * out
-            eps = (a_t**0.5) * out + (b_t**0.5) * x
+            x0, eps = (a_t**0.5) * x - (b_t**0.5) * out, (a_t**0.5) * out + (b_t**0.5) * x
         if self._thresholding:
             x0 = self.scheduler._threshold_sample(x0)
         elif self._clip is not None:
@@ -244,30 +216,24 @@ class LevelTables:
         return x0, eps
 
     def _step_vp(self, x, idx, model_fn, rows, noise):
-        inp, t = self.model_input(x, idx)
-        out = model_fn(inp, t, rows)
-        a_t = _gather(self.abar_t, idx, x.ndim)
-        a_prev = _gather(self.abar_prev, idx, x.ndim)
+        out = model_fn(*self.model_input(x, idx), rows)
+        a_t, a_prev = _gather(self.abar_t, idx, x.ndim), _gather(self.abar_prev, idx, x.ndim)
         x0, eps = self._pred_x0_vp(x, out, a_t)
         if self.family == "ddim":  # eta = 0: deterministic DDIM update
-            return a_prev ** (0.5) * x0 + (1 - a_prev - 0.0) ** (0.5) * eps
+            return a_prev ** (0.5) * x0 + (1 - a_prev) ** (0.5) * eps
         if noise is None:
             raise ValueError("DDPM steps need `noise` (standard normal, same shape as x)")
-        b_t = 1 - a_t
-        b_prev = 1 - a_prev
-        cur_alpha = a_t / a_prev
-        cur_beta = 1 - cur_alpha
-        c_x0 = (a_prev ** (0.5) * cur_beta) / b_t
-        c_x = cur_alpha ** (0.5) * b_prev / b_t
-        mean = c_x0 * x0 + c_x * x
-        std = _gather(self.noise_std, idx, x.ndim)
-        mask = _gather(self.noise_mask, idx, x.ndim)
+        cur_alpha = a_t / a_prev  # diffusers' "current" alpha of a strided schedule
+        mean = (a_prev ** (0.5) * (1 - cur_alpha)) / (1 - a_t) * x0 + cur_alpha ** (0.5) * (1 - a_prev) / (
+            1 - a_t
+        ) * x
+        std, mask = _gather(self.noise_std, idx, x.ndim), _gather(self.noise_mask, idx, x.ndim)
         return torch.where(mask, mean + std * noise.to(x.dtype), mean)
 
     def _pred_x0_ve(self, x, out, sigma):
         if self.family == "edm":
             return self.scheduler.precondition_outputs(x, out, sigma)
-        if self.prediction_type in ("epsilon",):
+        if self.prediction_type == "epsilon":
             x0 = x - sigma * out
         elif self.prediction_type == "v_prediction":
             x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + (x / (sigma**2 + 1))
@@ -275,38 +241,27 @@ class LevelTables:
             x0 = out
         else:
             raise ValueError(f"prediction_type {self.prediction_type!r} is not supported")
-        if self.family == "heun" and self._clip is not None:
-            x0 = x0.clamp(-self._clip, self._clip)
-        return x0
+        return x0 if self._clip is None else x0.clamp(-self._clip, self._clip)
 
-    def _step_euler(self, x, idx, model_fn, rows):
-        dtype = x.dtype
+    def _step_euler(self, x, idx, model_fn, rows, noise=None):
         xf = x.to(torch.float32)
-        sigma = _gather(self.sigma, idx, x.ndim)
-        sigma_next = _gather(self.sigma, idx + 1, x.ndim)
-        inp, t = self.model_input(x, idx)
-        out = model_fn(inp, t, rows)
-        x0 = self._pred_x0_ve(xf, out, sigma)
-        derivative = (xf - x0) / sigma
+        sigma, sigma_next = _gather(self.sigma, idx, x.ndim), _gather(self.sigma, idx + 1, x.ndim)
+        out = model_fn(*self.model_input(x, idx), rows)
+        derivative = (xf - self._pred_x0_ve(xf, out, sigma)) / sigma
         return (xf + derivative * (sigma_next - sigma)).to(
-            out.dtype if out.dtype.is_floating_point else dtype
+            out.dtype if out.dtype.is_floating_point else x.dtype
         )
 
-    def _step_heun(self, x, idx, model_fn, rows):
-        sigma = _gather(self.sigma, idx, x.ndim)
-        sigma_next = _gather(self.sigma, idx + 1, x.ndim)
-        inp, t = self.model_input(x, idx)
-        out = model_fn(inp, t, rows)
+    def _step_heun(self, x, idx, model_fn, rows, noise=None):
+        sigma, sigma_next = _gather(self.sigma, idx, x.ndim), _gather(self.sigma, idx + 1, x.ndim)
+        out = model_fn(*self.model_input(x, idx), rows)
         d1 = (x - self._pred_x0_ve(x, out, sigma)) / sigma
         dt = sigma_next - sigma
         x_next = x + d1 * dt
-        second = self.sigma[idx + 1] > 0
-        if bool(second.any()):
-            sub = second.nonzero(as_tuple=True)[0]
-            s2 = sigma_next[sub]
-            xs = x_next[sub]
-            inp2 = xs / ((s2**2 + 1) ** 0.5)
-            out2 = model_fn(inp2, self.timesteps[idx[sub] + 1], rows[sub])
+        sub = (self.sigma[idx + 1] > 0).nonzero(as_tuple=True)[0]  # corrector where the next sigma > 0
+        if sub.numel():
+            xs, s2 = x_next[sub], sigma_next[sub]
+            out2 = model_fn(*self.model_input(xs, idx[sub] + 1), rows[sub])
             d2 = (xs - self._pred_x0_ve(xs, out2, s2)) / s2
             x_next = x_next.clone()
             x_next[sub] = x[sub] + (d1[sub] + d2) / 2 * dt[sub]

@@ -12,24 +12,22 @@ pipeline.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, UNet2DModel
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from diffusers_plugins.calibration import DiffRSCalibration, calibration_key, calibration_settings
 from diffusers_plugins.discriminator import TimeDependentDiscriminator
 from diffusers_plugins.level_tables import LevelTables, check_supported_scheduler
-from diffusers_plugins.rejection_sampler import (
-    RejectionSampler,
-    SampleStreams,
-    thresholds_from_statistics,
-)
+from diffusers_plugins.rejection_sampler import RejectionSampler, SampleStreams, SamplingResult
+from diffusers_plugins.saved_files import check_saved_directory
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -63,10 +61,6 @@ class DiffRSPipelineOutput(BaseOutput):
     total_nfe: int
 
 
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(obj).hexdigest()[:12]
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -90,92 +84,89 @@ class DiffRSPipeline(DiffusionPipeline):
         unet: UNet2DModel,
         scheduler,
         discriminator: TimeDependentDiscriminator | None = None,
-        calibration: dict | None = None,
+        calibration: dict | DiffRSCalibration | None = None,
     ):
         super().__init__()
         check_supported_scheduler(scheduler)
         if discriminator is not None and not callable(discriminator):
             raise TypeError("discriminator must be a TimeDependentDiscriminator (or a module) or None")
         self.register_modules(unet=unet, scheduler=scheduler, discriminator=discriminator)
-        self.register_to_config(calibration=dict(calibration or {}))
+        entries = calibration.entries if isinstance(calibration, DiffRSCalibration) else calibration
+        self.register_to_config(calibration=dict(entries or {}))
+        self.image_processor = VaeImageProcessor()  # [-1, 1] states -> "pil" / "np" / "pt" in [0, 1]
 
-    # ------------------------------------------------------------------ calibration keys
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """``DiffusionPipeline.from_pretrained``; an incomplete or corrupt local ``model_index.json``
+        (which holds the calibration) raises ``ValueError`` naming the file."""
+        writer = f"{cls.__name__}.save_pretrained"
+        check_saved_directory(Path(pretrained_model_name_or_path), ("model_index.json",), writer)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # ------------------------------------------------------------------ calibration
+    @property
+    def calibration(self) -> DiffRSCalibration:
+        """The stored warm-up statistics (a copy; ``save_pretrained`` / ``from_pretrained`` on its own)."""
+        return DiffRSCalibration(self.config.calibration)
+
+    def _settings(self, num_inference_steps: int) -> dict:
+        return calibration_settings(self.scheduler, num_inference_steps, self.discriminator)
+
     def calibration_key(self, num_inference_steps: int) -> str:
         """Key of the thresholds for this scheduler (class + config), step count and discriminator weights."""
-        sched_cfg = {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
-        sched = _fingerprint(json.dumps(sched_cfg, sort_keys=True, default=str).encode())
-        disc = "none"
-        if self.discriminator is not None:
-            h = hashlib.sha256()
-            for name, tensor in sorted(self.discriminator.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-            disc = h.hexdigest()[:12]
-        return f"{type(self.scheduler).__name__}/steps={num_inference_steps}/scheduler={sched}/discriminator={disc}"
+        return calibration_key(self._settings(num_inference_steps))
 
     def thresholds(
         self, num_inference_steps: int, rejection_percentile: float = 0.75, clamp_log_m: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log_m [N+1], log_m_transition [N+1])`` float64 from the stored calibration."""
-        key = self.calibration_key(num_inference_steps)
-        entry = self.config.calibration.get(key)
-        if entry is None:
-            raise ValueError(
-                f"no calibration for num_inference_steps={num_inference_steps} with this scheduler and "
-                f"discriminator (key {key!r}); call pipe.calibrate(num_samples=..., "
-                f"num_inference_steps={num_inference_steps}) first. Stored keys: {sorted(self.config.calibration)}"
-            )
-        marginal = torch.tensor(entry["marginal"], dtype=torch.float32).T
-        transition = torch.tensor(entry["transition"], dtype=torch.float32).T
-        log_m = thresholds_from_statistics(marginal, rejection_percentile, clamp_log_m)
-        return log_m, thresholds_from_statistics(transition, rejection_percentile, clamp_log_m)
+        """``(log_m [N+1], log_m_transition [N+1])`` float64 from the stored calibration; a
+        ``ValueError`` names the settings that differ from every stored calibration."""
+        return self.calibration.thresholds(
+            self._settings(num_inference_steps), rejection_percentile, clamp_log_m
+        )
 
     # ------------------------------------------------------------------ input checks
     def _num_classes(self) -> int | None:
-        n = self.unet.config.num_class_embeds
-        if n is None and self.discriminator is not None:
-            n = getattr(self.discriminator.config, "num_class_embeds", None)
-        return n
+        return self.unet.config.num_class_embeds or getattr(self.discriminator, "config", {}).get(
+            "num_class_embeds"
+        )
 
     def _needs_labels(self) -> bool:
-        disc = self.discriminator is not None and getattr(self.discriminator, "is_class_conditional", False)
-        return self.unet.class_embedding is not None or disc
+        return self.unet.class_embedding is not None or bool(
+            getattr(self.discriminator, "is_class_conditional", 0)
+        )
 
-    def _check_labels(self, class_labels, n: int, name: str = "class_labels") -> torch.Tensor | None:
+    def _check_labels(self, class_labels, n: int) -> torch.Tensor | None:
+        if class_labels is None and self._needs_labels():
+            raise ValueError("class_labels is required: the UNet or discriminator is class-conditional")
         if class_labels is None:
-            if self._needs_labels():
-                raise ValueError(f"{name} is required: the UNet or discriminator is class-conditional")
             return None
         if not self._needs_labels():
-            raise ValueError(f"{name} given but neither the UNet nor the discriminator is class-conditional")
-        labels = torch.as_tensor(class_labels)
+            raise ValueError(
+                "class_labels given but neither the UNet nor the discriminator is class-conditional"
+            )
+        labels, num = torch.as_tensor(class_labels), self._num_classes()
         if labels.shape != (n,) or labels.dtype.is_floating_point:
             raise ValueError(
-                f"{name} must be {n} integer class ids, got shape {tuple(labels.shape)} {labels.dtype}"
+                f"class_labels must be {n} integer class ids, got shape {tuple(labels.shape)} {labels.dtype}"
             )
-        num = self._num_classes()
         if num is not None and (int(labels.min()) < 0 or int(labels.max()) >= num):
             raise ValueError(
-                f"{name} must lie in [0, {num}), got range [{int(labels.min())}, {int(labels.max())}]"
+                f"class_labels must lie in [0, {num}), got range [{int(labels.min())}, {int(labels.max())}]"
             )
         return labels.long()
 
     @staticmethod
     def _check_generator(generator, n: int) -> None:
-        if generator is None or isinstance(generator, torch.Generator):
-            return
-        if (
-            isinstance(generator, list)
-            and len(generator) == n
-            and all(isinstance(g, torch.Generator) for g in generator)
-        ):
-            return
-        raise ValueError(f"generator must be None, a torch.Generator or a list of {n} torch.Generators")
+        gens = generator if isinstance(generator, list) else [generator] * n
+        if not (generator is None or (len(gens) == n and all(isinstance(g, torch.Generator) for g in gens))):
+            raise ValueError(f"generator must be None, a torch.Generator or a list of {n} torch.Generators")
 
-    def _latents_and_seeds(self, n: int, generator):
+    def _start(self, n: int, generator, tables: LevelTables) -> tuple[torch.Tensor, SampleStreams]:
+        """Start latents drawn exactly as the stock pipelines draw them (``randn_tensor`` of the batch
+        times ``init_noise_sigma``), then one seed per image from ``generator`` for its own streams."""
         size = self.unet.config.sample_size
-        hw = (size, size) if isinstance(size, int) else tuple(size)
-        shape = (n, self.unet.config.in_channels, *hw)
+        shape = (n, self.unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
         latents = randn_tensor(
             shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype
         )
@@ -184,37 +175,28 @@ class DiffRSPipeline(DiffusionPipeline):
         else:
             dev = generator.device if generator is not None else "cpu"
             seeds = torch.randint(0, 2**62, (n,), generator=generator, device=dev).tolist()
-        return latents, seeds
+        return latents * tables.init_noise_sigma, SampleStreams(seeds, self._execution_device)
 
     def _sampler(self, tables, labels, streams, num_slots, **kwargs) -> RejectionSampler:
-        unet = self.unet
+        unet, disc = self.unet, self.discriminator
         unet_labels = labels if unet.class_embedding is not None else None
-        disc = self.discriminator
+        disc_labels = labels if getattr(disc, "is_class_conditional", False) else None
 
         def model_fn(inp, t, sids):
-            if unet_labels is None:
-                return unet(inp.to(unet.dtype), t).sample
-            return unet(inp.to(unet.dtype), t, class_labels=unet_labels[sids].to(inp.device)).sample
+            lab = None if unet_labels is None else unet_labels[sids].to(inp.device)
+            return unet(inp.to(unet.dtype), t, class_labels=lab).sample
 
-        log_ratio_fn = None
-        if disc is not None:
-            disc_labels = labels if getattr(disc, "is_class_conditional", False) else None
+        def log_ratio_fn(x_ve, sigma, sids):
+            return disc(
+                x_ve, sigma, class_labels=None if disc_labels is None else disc_labels[sids].to(x_ve.device)
+            )
 
-            def log_ratio_fn(x_ve, sigma, sids):
-                lab = None if disc_labels is None else disc_labels[sids].to(x_ve.device)
-                return disc(x_ve, sigma, class_labels=lab)
-
+        bar = lambda total: self.progress_bar(total=total)  # noqa: E731
+        fn = None if disc is None else log_ratio_fn
         return RejectionSampler(
-            tables,
-            model_fn,
-            log_ratio_fn,
-            streams,
-            num_slots=num_slots,
-            progress_bar=lambda total: self.progress_bar(total=total),
-            **kwargs,
+            tables, model_fn, fn, streams, num_slots=num_slots, progress_bar=bar, **kwargs
         )
 
-    # ------------------------------------------------------------------ calibration
     @torch.no_grad()
     def calibrate(
         self,
@@ -224,7 +206,7 @@ class DiffRSPipeline(DiffusionPipeline):
         class_labels: torch.Tensor | None = None,
         num_slots: int | None = None,
     ) -> dict:
-        """Warm-up (spec A.4): run the base sampler ``num_samples`` times and store, per level, the
+        """Warm-up: run the base sampler ``num_samples`` times and store, per level, the
         discriminator log-ratios and their increments. The entry is stored under
         :meth:`calibration_key` (saved with the pipeline), so any ``rejection_percentile`` /
         ``clamp_log_m`` can be applied later. Class-conditional models without ``class_labels``
@@ -240,21 +222,12 @@ class DiffRSPipeline(DiffusionPipeline):
             class_labels = torch.randint(self._num_classes(), (num_samples,), generator=gen)
         labels = self._check_labels(class_labels, num_samples)
         tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
-        latents, seeds = self._latents_and_seeds(num_samples, generator)
-        latents = latents * tables.init_noise_sigma
-        streams = SampleStreams(seeds, self._execution_device)
+        latents, streams = self._start(num_samples, generator, tables)
         sampler = self._sampler(tables, labels, streams, num_slots or min(num_samples, 64))
         marginal, transition = sampler.warmup_statistics(latents, torch.arange(num_samples))
-        entry = {
-            "scheduler": type(self.scheduler).__name__,
-            "num_inference_steps": num_inference_steps,
-            "num_samples": num_samples,
-            "marginal": marginal.T.tolist(),
-            "transition": transition.T.tolist(),
-        }
-        calibration = dict(self.config.calibration)
-        calibration[self.calibration_key(num_inference_steps)] = entry
-        self.register_to_config(calibration=calibration)
+        calibration = self.calibration
+        entry = calibration.add(self._settings(num_inference_steps), marginal, transition)
+        self.register_to_config(calibration=calibration.entries)
         return entry
 
     # ------------------------------------------------------------------ sampling
@@ -296,19 +269,7 @@ class DiffRSPipeline(DiffusionPipeline):
                 ``accelerate launch``) and all-gather the results; ``None`` = when a process group with
                 more than one process is initialised. Every process returns the full batch.
         """
-        if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if (
-            isinstance(rejection_percentile, bool)
-            or not isinstance(rejection_percentile, (int, float))
-            or not (0.0 <= rejection_percentile <= 1.0)
-        ):
-            raise ValueError(f"rejection_percentile must be a number in [0, 1], got {rejection_percentile!r}")
-        if num_slots is not None and (not _is_int(num_slots) or num_slots < 1):
-            raise ValueError(f"num_slots must be None or a positive int, got {num_slots!r}")
-        self._check_generator(generator, batch_size)
+        self._check_call(batch_size, output_type, rejection_percentile, num_slots, generator)
         labels = self._check_labels(class_labels, batch_size)
         tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
         log_m = log_m_t = None
@@ -316,16 +277,9 @@ class DiffRSPipeline(DiffusionPipeline):
             log_m, log_m_t = self.thresholds(
                 num_inference_steps, float(rejection_percentile), bool(clamp_log_m)
             )
-
-        dist = torch.distributed
-        if distributed is None:
-            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-
-        latents, seeds = self._latents_and_seeds(batch_size, generator)
-        latents = latents * tables.init_noise_sigma
+        latents, streams = self._start(batch_size, generator, tables)
+        rank, world = _process_group(distributed)
         shard = torch.from_numpy(np.array_split(np.arange(batch_size), world)[rank]).long()
-        streams = SampleStreams(seeds, self._execution_device)
         sampler = self._sampler(
             tables,
             labels,
@@ -337,47 +291,54 @@ class DiffRSPipeline(DiffusionPipeline):
             max_nfe_per_sample=max_nfe_per_sample,
             max_ticks=max_ticks,
         )
-        res = sampler.run(latents[shard], shard)
-        fields = {
-            "samples": res.samples.cpu(),
-            "nfe": res.nfe,
-            "trajectory_nfe": res.trajectory_nfe,
-            "discriminator_evals": res.discriminator_evals,
-            "rejections": res.rejections,
-            "restarts": res.restarts,
-        }
-        tests, accepts = res.tests_per_level, res.accepts_per_level
-        if world > 1:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, (fields, tests, accepts))
-            fields = {k: torch.cat([g[0][k] for g in gathered]) for k in fields}
-            tests = sum(g[1] for g in gathered)
-            accepts = sum(g[2] for g in gathered)
+        res = _all_gather(sampler.run(latents[shard], shard), world)
         self.maybe_free_model_hooks()
-
-        image = (fields["samples"].float() / 2 + 0.5).clamp(0, 1)
-        if output_type == "latent":
-            images = fields["samples"]
-        elif output_type == "pt":
-            images = image
-        else:
-            images = image.permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
-        acceptance = torch.where(
-            tests > 0,
-            accepts.double() / tests.clamp_min(1).double(),
-            torch.ones_like(tests, dtype=torch.float64),
-        )
         out = DiffRSPipelineOutput(
-            images=images,
-            nfe=fields["nfe"].numpy(),
-            trajectory_nfe=fields["trajectory_nfe"].numpy(),
-            discriminator_evals=fields["discriminator_evals"].numpy(),
-            rejections=fields["rejections"].numpy(),
-            restarts=fields["restarts"].numpy(),
-            acceptance_per_level=acceptance.numpy(),
-            tests_per_level=tests.numpy(),
-            total_nfe=int(fields["nfe"].sum()),
+            images=self.image_processor.postprocess(res.samples, output_type),
+            **{name: getattr(res, name).numpy() for name in SamplingResult.PER_SAMPLE},
+            acceptance_per_level=_acceptance_rate(res.accepts_per_level, res.tests_per_level),
+            tests_per_level=res.tests_per_level.numpy(),
+            total_nfe=int(res.nfe.sum()),
         )
         return out if return_dict else out.to_tuple()
+
+    def _check_call(self, batch_size, output_type, rejection_percentile, num_slots, generator) -> None:
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        gamma = rejection_percentile
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"rejection_percentile must be a number in [0, 1], got {rejection_percentile!r}")
+        if num_slots is not None and (not _is_int(num_slots) or num_slots < 1):
+            raise ValueError(f"num_slots must be None or a positive int, got {num_slots!r}")
+        self._check_generator(generator, batch_size)
+
+
+def _process_group(distributed: bool | None) -> tuple[int, int]:
+    """``(rank, world size)`` of the default ``torch.distributed`` group (``None``: when one with more
+    than one process is initialised), else ``(0, 1)``."""
+    dist = torch.distributed
+    if distributed is None:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+
+
+def _acceptance_rate(accepts: torch.Tensor, tests: torch.Tensor) -> np.ndarray:
+    """Accepted / tested per level, 1.0 where nothing was tested."""
+    return torch.where(tests > 0, accepts.double() / tests.clamp_min(1), 1.0).numpy()
+
+
+def _all_gather(res: SamplingResult, world: int) -> SamplingResult:
+    """Every process's shard of the batch, concatenated in rank order (per-level counts summed)."""
+    res.samples = res.samples.cpu()
+    if world == 1:
+        return res
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, res)
+    return SamplingResult(
+        samples=torch.cat([g.samples for g in gathered]),
+        **{k: torch.cat([getattr(g, k) for g in gathered]) for k in SamplingResult.PER_SAMPLE},
+        **{k: sum(getattr(g, k) for g in gathered) for k in ("tests_per_level", "accepts_per_level")},
+        ticks=max(g.ticks for g in gathered),
+    )

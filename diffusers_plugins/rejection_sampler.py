@@ -1,28 +1,25 @@
-"""The DiffRS rejection sampler: per-sample state, acceptance tests, back-steps, harvest/refill.
+"""The DiffRS rejection sampler (Na et al., ICML 2024, arXiv 2405.17880) over asynchronous slots.
 
-Notation (spec A): levels ``0..N`` (0 = start noise, ``N`` = finished), ``log L_i(x)`` the raw
-discriminator logit at level ``i``. After a model step lands a sample on level ``i`` it faces the
-*transition* test with statistic ``Delta_i = log L_i(x_i) - log L_{i-1}(parent)`` against ``log M'_i``;
-on rejection it is re-noised ``backsteps`` levels back with the forward kernel and faces *marginal*
-tests ``log L_j(x)`` against ``log M_j`` until accepted or back at level 0, where the start test of the
-next tick accepts it or replaces it with fresh noise. A test accepts iff
-``log(u + 1e-7) <= statistic - log M`` with ``u ~ U[0, 1)`` (ties accept, spec A.4).
+Levels run ``0..N`` (0 = start noise, ``N`` = finished); ``log L_i(x)`` is the raw discriminator logit
+at level ``i``. A model step landing on level ``i`` faces the *transition* test ``Delta_i = log L_i(x_i)
+- log L_{i-1}(parent)`` against ``log M'_i``; a rejected sample is re-noised ``backsteps`` levels back
+with the forward kernel and faces *marginal* tests ``log L_j(x)`` against ``log M_j`` until accepted or
+at level 0, where the next tick's start test accepts it or redraws it. A test accepts iff
+``log(u + 1e-7) <= statistic - log M``, ``u ~ U[0, 1)`` (ties accept, as in the official code).
 
-Every sample owns its random streams (spec E.7): its start latents come from the caller, and
-sampler noise, acceptance uniforms, back-step noise and fresh noise each come from a generator
-seeded by ``(base_seed, sample_id, stream)``. A sample's trajectory therefore depends only on its own
-randomness, never on which other samples share the batch: the same seeds give the same images for
-any ``num_slots`` and for any split of the batch over processes.
+Each sample draws from its own streams (sampler noise, acceptance uniforms, back-step and fresh noise,
+seeded by ``(base_seed, sample_id, stream)``), so its decisions do not depend on the batch it shares.
 """
 
 from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from diffusers_plugins.level_tables import LevelTables
 
@@ -54,12 +51,20 @@ def thresholds_from_statistics(
     return q.clamp_min(0.0) if clamp_log_m else q
 
 
-class SampleStreams:
-    """Independent per-sample random streams (``sampler``, ``accept``, ``renoise``, ``fresh``).
+def _check_finite(values: torch.Tensor, level: torch.Tensor, what: str) -> None:
+    """Raise ``ValueError`` naming the levels of the rows of ``values`` that hold NaN or inf."""
+    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        levels = sorted(set(level[bad].tolist()))
+        raise ValueError(
+            f"{what} non-finite values for {int(bad.sum())} of {len(bad)} samples at level(s) {levels} "
+            "(0 = start noise); check the model weights, inputs and dtype (fp16 overflows above 65504)"
+        )
 
-    ``base_seeds[i]`` is the seed of sample ``i``; each (sample, stream) pair gets its own
-    ``torch.Generator`` seeded with a SeedSequence hash of ``(base_seed, sample_id, stream)``.
-    """
+
+class SampleStreams:
+    """Per-sample random streams ``sampler``, ``accept``, ``renoise``, ``fresh``: each (sample, stream)
+    pair has a ``torch.Generator`` seeded by a SeedSequence hash of ``(base_seeds[i], i, stream)``."""
 
     def __init__(self, base_seeds: list[int], device: torch.device | str = "cpu"):
         self.base_seeds = [int(s) for s in base_seeds]
@@ -77,22 +82,55 @@ class SampleStreams:
 
     def randn(self, stream: str, sample_ids: torch.Tensor, shape: tuple[int, ...], dtype=torch.float32):
         """Standard normal ``[n, *shape]``, row ``j`` from sample ``sample_ids[j]``'s stream."""
-        if len(sample_ids) == 0:
-            return torch.empty((0, *shape), device=self.device, dtype=dtype)
-        return torch.stack(
-            [
-                torch.randn(shape, generator=self._gen(int(s), stream), device=self.device, dtype=dtype)
-                for s in sample_ids
-            ]
-        )
+        draw = [
+            torch.randn(shape, generator=self._gen(int(s), stream), device=self.device, dtype=dtype)
+            for s in sample_ids
+        ]
+        return torch.stack(draw) if draw else torch.empty((0, *shape), device=self.device, dtype=dtype)
 
     def rand(self, stream: str, sample_ids: torch.Tensor) -> torch.Tensor:
         """Uniform ``[n]`` in [0, 1), entry ``j`` from sample ``sample_ids[j]``'s stream."""
-        if len(sample_ids) == 0:
-            return torch.empty((0,), device=self.device)
-        return torch.cat(
-            [torch.rand(1, generator=self._gen(int(s), stream), device=self.device) for s in sample_ids]
+        draw = [torch.rand(1, generator=self._gen(int(s), stream), device=self.device) for s in sample_ids]
+        return torch.cat(draw) if draw else torch.empty((0,), device=self.device)
+
+
+@dataclass
+class Slots:
+    """The samples in flight, one row per slot in every field (``row``: the caller's row). Selecting
+    and appending treat all fields alike, so per-slot state added here (e.g. a multistep solver's
+    history) follows the slots through refills and harvests."""
+
+    x: torch.Tensor  # [S, C, H, W] states in scheduler coordinates
+    level: torch.Tensor  # [S] long, 0..N; a slot at level 0 has not passed the start test yet
+    parent_log_ratio: torch.Tensor  # [S] float32: log L of the last accepted state of the trajectory
+    trajectory_nfe: torch.Tensor  # [S] long, CPU: model calls of the current trajectory
+    row: torch.Tensor  # [S] long, CPU
+
+    @classmethod
+    def start(cls, x: torch.Tensor, row: torch.Tensor) -> Slots:
+        """Fresh level-0 slots holding states ``x [S, C, H, W]`` for the caller's rows ``row [S]``."""
+        n, dev = x.shape[0], x.device
+        return cls(x, torch.zeros(n, dtype=torch.long, device=dev), torch.zeros(n, device=dev), 0 * row, row)
+
+    def __len__(self) -> int:
+        return self.row.numel()
+
+    def select(self, keep: torch.Tensor) -> Slots:
+        """The slots where the bool mask ``keep [S]`` is true."""
+        return Slots(**{f.name: (t := getattr(self, f.name))[keep.to(t.device)] for f in fields(self)})
+
+    def extend(self, other: Slots) -> Slots:
+        """These slots followed by ``other``'s."""
+        return Slots(
+            **{f.name: torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)}
         )
+
+    def restart(self, rows: torch.Tensor, x: torch.Tensor) -> None:
+        """Begin a new trajectory in slots ``rows`` (device indices) from fresh level-0 states ``x``."""
+        self.x[rows] = x.to(self.x.dtype)
+        self.level[rows] = 0
+        self.parent_log_ratio[rows] = 0.0
+        self.trajectory_nfe[rows.cpu()] = 0
 
 
 @dataclass
@@ -107,11 +145,80 @@ class SamplingResult:
     restarts: torch.Tensor  # [n] long: trajectories abandoned by the NFE budget
     tests_per_level: torch.Tensor  # [N+1] long
     accepts_per_level: torch.Tensor  # [N+1] long
-    ticks: int
+    ticks: int = 0
+    marginal: torch.Tensor | None = None  # [n, N+1] float32: log L at each level (warm-up runs only)
+    transition: torch.Tensor | None = None  # [n, N+1] float32: Delta at each level (warm-up runs only)
+    PER_SAMPLE = ("nfe", "trajectory_nfe", "discriminator_evals", "rejections", "restarts")
+
+    @classmethod
+    def empty(cls, latents: torch.Tensor, num_levels: int, device, warmup: bool) -> SamplingResult:
+        n, per_level = latents.shape[0], ("tests_per_level", "accepts_per_level")
+        return cls(
+            samples=torch.empty_like(latents, device=device),
+            **{name: torch.zeros(n, dtype=torch.long) for name in cls.PER_SAMPLE},
+            **{name: torch.zeros(num_levels + 1, dtype=torch.long) for name in per_level},
+            **{name: torch.zeros(n, num_levels + 1) for name in ("marginal", "transition") if warmup},
+        )
+
+    def record_tests(self, rows: torch.Tensor, level: torch.Tensor, accepted: torch.Tensor) -> None:
+        """Count one discriminator call per caller row ``rows [m]`` and the tests by level."""
+        ones = torch.ones(len(rows), dtype=torch.long)
+        self.discriminator_evals.index_add_(0, rows, ones)
+        self.rejections.index_add_(0, rows[~accepted], ones[~accepted])
+        self.tests_per_level.index_add_(0, level, ones)
+        self.accepts_per_level.index_add_(0, level[accepted], ones[accepted])
+
+
+@dataclass
+class _Run:
+    """Book-keeping of one :meth:`RejectionSampler.run` call: queue, results, tick count."""
+
+    latents: torch.Tensor
+    sample_ids: torch.Tensor  # [n] long, CPU
+    result: SamplingResult
+    max_ticks: int
+    num_slots: int
+    bar: tqdm
+    warmup: bool  # accept every test and record the statistics
+    pending: collections.deque = field(default_factory=collections.deque)
+    finished: int = 0
+
+    def ids(self, slots: Slots, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample ids of ``slots`` (or of its ``rows``)."""
+        return self.sample_ids[slots.row if rows is None else slots.row[rows.cpu()]]
+
+    def tick(self) -> None:
+        self.result.ticks += 1
+        if self.result.ticks > self.max_ticks:
+            raise RuntimeError(
+                f"DiffRS stopped after max_ticks={self.max_ticks} ticks with {self.finished} of "
+                f"{len(self.sample_ids)} samples finished ({int(self.result.rejections.sum())} rejections, "
+                f"{int(self.result.restarts.sum())} restarts so far). The discriminator rejects almost "
+                "everything at these thresholds: lower rejection_percentile, use clamp_log_m=False, set "
+                "max_nfe_per_sample, or raise max_ticks."
+            )
+
+    def refill(self, slots: Slots) -> Slots:
+        """Fill free slots with the next pending samples (their caller-given start latents)."""
+        new = [self.pending.popleft() for _ in range(min(len(self.pending), self.num_slots - len(slots)))]
+        new = torch.tensor(new, dtype=torch.long)
+        return slots.extend(Slots.start(self.latents[new].to(slots.x.device), new)) if len(new) else slots
+
+    def harvest(self, slots: Slots, num_levels: int) -> Slots:
+        """Move finished slots (level ``N``) to the result and refill them."""
+        done = slots.level == num_levels
+        if bool(done.any()):
+            rows = slots.row[done.cpu()]
+            self.result.samples[rows] = slots.x[done]
+            self.result.trajectory_nfe[rows] = slots.trajectory_nfe[done.cpu()]
+            self.finished += len(rows)
+            self.bar.update(len(rows))
+            slots = self.refill(slots.select(~done))
+        return slots
 
 
 class RejectionSampler:
-    """Asynchronous DiffRS sampler over ``num_slots`` slots, each at its own level.
+    """DiffRS over ``num_slots`` slots, each at its own level, one batched model call per stage.
 
     Args:
         tables: per-level tables and step kernels of the base scheduler.
@@ -125,6 +232,7 @@ class RejectionSampler:
             exceeded, ``run`` raises ``RuntimeError``. ``None``: ``50 * N * ceil(n / num_slots) + 50``.
         num_slots: concurrent samples per batched model call.
         streams: per-sample random streams.
+        progress_bar: ``progress_bar(total=n)`` returns a tqdm-like bar (e.g. the pipeline's own).
     """
 
     def __init__(
@@ -182,8 +290,7 @@ class RejectionSampler:
             raise ValueError(
                 f"the discriminator must return a log-ratio of shape [{x.shape[0]}], got {shape}"
             )
-        if not bool(torch.isfinite(out).all()):
-            raise ValueError("the discriminator returned a non-finite log-ratio")
+        _check_finite(out, level, "the discriminator returned a log-ratio with")
         return out.to(torch.float32)
 
     def fresh_noise(self, sample_ids: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -195,196 +302,118 @@ class RejectionSampler:
         noise = None
         if self.tables.family == "ddpm":
             noise = self.streams.randn("sampler", sample_ids, tuple(x.shape[1:]), x.dtype)
-        return self.tables.step(
+        x_next, nfe = self.tables.step(
             x, level, lambda inp, t, rows: self.model_fn(inp, t, sample_ids[rows.cpu()]), noise
         )
+        _check_finite(x_next, level, "the UNet step from these levels produced")
+        return x_next, nfe
 
-    # ------------------------------------------------------------------ warm-up
+    def _bar(self, total: int):
+        return self.progress_bar(total=total) if self.progress_bar else tqdm(total=total, disable=True)
+
     def warmup_statistics(self, latents: torch.Tensor, sample_ids: torch.Tensor):
-        """Run the plain base sampler and record ``log L_k(x_k)`` and ``Delta_k`` at every level.
-
-        Returns ``(marginal [n, N+1], transition [n, N+1])`` float32 (``transition[:, 0] = 0``).
-        """
-        N = self.tables.num_levels
-        n = latents.shape[0]
-        marginal = torch.zeros(n, N + 1)
-        transition = torch.zeros(n, N + 1)
-        bar = self.progress_bar(total=n) if self.progress_bar else None
-        for start in range(0, n, self.num_slots):
-            rows = slice(start, min(n, start + self.num_slots))
-            x = latents[rows].to(self.tables.device)
-            sids = sample_ids[rows]
-            level = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            prev = self.log_ratio(x, level, sids)
-            marginal[rows, 0] = prev.cpu()
-            for i in range(N):
-                x, _ = self.base_step(x, level, sids)
-                level = level + 1
-                cur = self.log_ratio(x, level, sids)
-                marginal[rows, i + 1] = cur.cpu()
-                transition[rows, i + 1] = (cur - prev).cpu()
-                prev = cur
-            if bar is not None:
-                bar.update(x.shape[0])
-        if bar is not None:
-            bar.close()
-        return marginal, transition
+        """The plain base sampler from ``latents`` with the discriminator evaluated at every level
+        (every test accepts): ``(marginal [n, N+1], transition [n, N+1])`` float32, ``log L_k(x_k)``
+        and ``Delta_k`` (``transition[:, 0] = 0``)."""
+        result = self.run(latents, sample_ids, warmup=True)
+        return result.marginal, result.transition
 
     # ------------------------------------------------------------------ main loop
-    def run(self, latents: torch.Tensor, sample_ids: torch.Tensor) -> SamplingResult:
-        """Sample one output per row of ``latents [n, C, H, W]`` (level-0 states) / ``sample_ids [n]``."""
-        tab = self.tables
-        N = tab.num_levels
-        dev = tab.device
-        n = latents.shape[0]
-        shape = tuple(latents.shape[1:])
-        sample_ids = sample_ids.to(torch.long).cpu()
-        test = self.log_ratio_fn is not None
-        if test and (self.log_m is None or self.log_m_transition is None):
+    def run(self, latents: torch.Tensor, sample_ids: torch.Tensor, warmup: bool = False) -> SamplingResult:
+        """Sample one output per row of ``latents [n, C, H, W]`` (level-0 states) / ``sample_ids [n]``.
+
+        Each tick: start tests at level 0, one macro-step of every slot, the rejection cascade, the
+        NFE budget, then finished slots are harvested and refilled.
+        """
+        testing = self.log_ratio_fn is not None
+        if testing and not warmup and (self.log_m is None or self.log_m_transition is None):
             raise ValueError("sampling with a discriminator needs log_m and log_m_transition (see calibrate)")
-        max_ticks = self.max_ticks or 50 * N * (-(-n // self.num_slots)) + 50
+        N, n = self.tables.num_levels, latents.shape[0]
+        run = _Run(
+            latents=latents,
+            sample_ids=sample_ids.to(torch.long).cpu(),
+            result=SamplingResult.empty(latents, N, self.tables.device, warmup),
+            max_ticks=self.max_ticks or 50 * N * (-(-n // self.num_slots)) + 50,
+            num_slots=self.num_slots,
+            bar=self._bar(n),
+            warmup=warmup,
+            pending=collections.deque(range(n)),
+        )
+        slots = run.refill(Slots.start(latents[:0].to(self.tables.device), torch.zeros(0, dtype=torch.long)))
+        while len(slots):
+            run.tick()
+            if testing:
+                self._start_tests(slots, run)
+            self._advance(slots, run)
+            if testing:
+                self._cascade(slots, run)
+            if self.max_nfe_per_sample is not None:
+                self._enforce_budget(slots, run)
+            slots = run.harvest(slots, N)
+        run.bar.close()
+        return run.result
 
-        out = torch.empty_like(latents, device=dev)
-        nfe = torch.zeros(n, dtype=torch.long)
-        traj_out = torch.zeros(n, dtype=torch.long)
-        disc = torch.zeros(n, dtype=torch.long)
-        rejections = torch.zeros(n, dtype=torch.long)
-        restarts = torch.zeros(n, dtype=torch.long)
-        tests = torch.zeros(N + 1, dtype=torch.long)
-        accepts = torch.zeros(N + 1, dtype=torch.long)
+    def _test(self, slots: Slots, rows: torch.Tensor, run: _Run, transition: bool) -> torch.Tensor:
+        """Acceptance test of slots ``rows`` at their levels; bool ``[len(rows)]``, True = accepted.
 
-        pending = collections.deque(range(n))
-        # Slot arrays; ``pos`` indexes the caller's rows.
-        x = latents.new_empty((0, *shape), device=dev)
-        level = torch.zeros(0, dtype=torch.long, device=dev)
-        prev = torch.zeros(0, device=dev)
-        traj = torch.zeros(0, dtype=torch.long)
-        pos = torch.zeros(0, dtype=torch.long)
-        start_ok = torch.zeros(0, dtype=torch.bool, device=dev)
+        The statistic is ``Delta`` against ``log M'`` for a transition test, ``log L`` against ``log M``
+        otherwise. The test is counted and an accepted slot's parent log-ratio becomes its ``log L``.
+        """
+        ids, level, caller_rows = run.ids(slots, rows), slots.level[rows], slots.row[rows.cpu()]
+        ell = self.log_ratio(slots.x[rows], level, ids)
+        statistic = ell - slots.parent_log_ratio[rows] if transition else ell
+        if run.warmup:
+            accepted = torch.ones_like(ell, dtype=torch.bool)
+            run.result.marginal[caller_rows, level.cpu()] = ell.cpu()
+            run.result.transition[caller_rows, level.cpu()] = statistic.cpu() if transition else 0.0
+        else:
+            log_m = (self.log_m_transition if transition else self.log_m)[level]
+            accepted = acceptance_test(statistic, log_m, self.streams.rand("accept", ids).to(ell.device))
+        run.result.record_tests(caller_rows, level.cpu(), accepted.cpu())
+        slots.parent_log_ratio[rows[accepted]] = ell[accepted]
+        return accepted
 
-        def refill():
-            nonlocal x, level, prev, traj, pos, start_ok
-            take = [pending.popleft() for _ in range(min(len(pending), self.num_slots - pos.numel()))]
-            if not take:
-                return
-            new = torch.tensor(take, dtype=torch.long)
-            x = torch.cat([x, latents[new].to(dev)])
-            level = torch.cat([level, torch.zeros(len(take), dtype=torch.long, device=dev)])
-            prev = torch.cat([prev, torch.zeros(len(take), device=dev)])
-            traj = torch.cat([traj, torch.zeros(len(take), dtype=torch.long)])
-            pos = torch.cat([pos, new])
-            start_ok = torch.cat([start_ok, torch.full((len(take),), not test, device=dev)])
+    def _start_tests(self, slots: Slots, run: _Run) -> None:
+        """Test the level-0 slots at sigma_0 until each is accepted; a rejected one is redrawn."""
+        rows = (slots.level == 0).nonzero(as_tuple=True)[0]
+        while rows.numel():
+            rows = rows[~self._test(slots, rows, run, transition=False)]
+            if rows.numel():
+                slots.x[rows] = self.fresh_noise(run.ids(slots, rows), tuple(slots.x.shape[1:])).to(slots.x)
+                run.tick()
 
-        def count(counter, rows_pos, amount=1):
-            counter.index_add_(
-                0, rows_pos, torch.as_tensor(amount, dtype=torch.long).expand(rows_pos.numel()).clone()
+    def _advance(self, slots: Slots, run: _Run) -> None:
+        """One macro-step of every slot from its own level (one batched model call per stage)."""
+        slots.x, nfe = self.base_step(slots.x, slots.level, run.ids(slots))
+        nfe = nfe.cpu()
+        slots.trajectory_nfe += nfe
+        run.result.nfe.index_add_(0, slots.row, nfe)
+        slots.level += 1
+
+    def _cascade(self, slots: Slots, run: _Run) -> None:
+        """Transition test of every slot; each rejected slot is re-noised ``backsteps`` levels back and
+        marginal-tested there, until it is accepted or reaches level 0 (start-tested next tick)."""
+        rows = torch.arange(len(slots), device=slots.x.device)
+        transition = True
+        while rows.numel():
+            rows, transition = (
+                self._back_step(slots, rows[~self._test(slots, rows, run, transition)], run),
+                False,
             )
 
-        def tick_guard(ticks):
-            if ticks > max_ticks:
-                finished = n - len(pending) - pos.numel()
-                raise RuntimeError(
-                    f"DiffRS stopped after max_ticks={max_ticks} ticks with {finished} of {n} samples finished "
-                    f"({int(rejections.sum())} rejections, {int(restarts.sum())} restarts so far). The "
-                    "discriminator rejects almost everything at these thresholds: lower rejection_percentile, "
-                    "use clamp_log_m=False, set max_nfe_per_sample, or raise max_ticks."
-                )
+    def _back_step(self, slots: Slots, rows: torch.Tensor, run: _Run) -> torch.Tensor:
+        """Re-noise slots ``rows`` with the forward kernel; returns those still above level 0."""
+        to = (slots.level[rows] - self.backsteps).clamp_min(0)
+        noise = self.streams.randn("renoise", run.ids(slots, rows), tuple(slots.x.shape[1:]), slots.x.dtype)
+        slots.x[rows] = self.tables.renoise(slots.x[rows], slots.level[rows], to, noise.to(slots.x.device))
+        slots.level[rows] = to
+        return rows[to > 0]
 
-        bar = self.progress_bar(total=n) if self.progress_bar else None
-        refill()
-        ticks = 0
-        while pos.numel():
-            ticks += 1
-            tick_guard(ticks)
-            # (1) start test: every level-0 slot is accepted at sigma_0 or redrawn.
-            while test:
-                rows = ((level == 0) & ~start_ok).nonzero(as_tuple=True)[0]
-                if rows.numel() == 0:
-                    break
-                sids = sample_ids[pos[rows.cpu()]]
-                ell = self.log_ratio(x[rows], level[rows], sids)
-                acc = acceptance_test(ell, self.log_m[0], self.streams.rand("accept", sids).to(dev))
-                count(disc, pos[rows.cpu()])
-                tests[0] += rows.numel()
-                accepts[0] += int(acc.sum())
-                prev[rows[acc]] = ell[acc]
-                start_ok[rows[acc]] = True
-                rej = rows[~acc]
-                if rej.numel():
-                    rpos = pos[rej.cpu()]
-                    count(rejections, rpos)
-                    x[rej] = self.fresh_noise(sample_ids[rpos], shape).to(x.dtype).to(dev)
-                    ticks += 1
-                    tick_guard(ticks)
-            # (2) one macro-step for every slot, each from its own level.
-            sids = sample_ids[pos]
-            x, step_nfe = self.base_step(x, level, sids)
-            step_nfe = step_nfe.cpu()
-            traj += step_nfe
-            nfe.index_add_(0, pos, step_nfe)
-            level = level + 1
-            # (3) rejection cascade: transition test first, then marginal re-tests after back-steps.
-            if test:
-                active = torch.arange(pos.numel(), device=dev)
-                first = True
-                while active.numel():
-                    apos = pos[active.cpu()]
-                    asid = sample_ids[apos]
-                    lv = level[active]
-                    ell = self.log_ratio(x[active], lv, asid)
-                    count(disc, apos)
-                    stat = ell - prev[active] if first else ell
-                    thr = self.log_m_transition[lv] if first else self.log_m[lv]
-                    acc = acceptance_test(stat, thr, self.streams.rand("accept", asid).to(dev))
-                    tests.index_add_(0, lv.cpu(), torch.ones(lv.numel(), dtype=torch.long))
-                    accepts.index_add_(0, lv[acc].cpu(), torch.ones(int(acc.sum()), dtype=torch.long))
-                    prev[active[acc]] = ell[acc]
-                    rej = active[~acc]
-                    if rej.numel():
-                        rpos = pos[rej.cpu()]
-                        count(rejections, rpos)
-                        to = (level[rej] - self.backsteps).clamp_min(0)
-                        noise = self.streams.randn("renoise", sample_ids[rpos], shape, x.dtype).to(dev)
-                        x[rej] = tab.renoise(x[rej], level[rej], to, noise)
-                        level[rej] = to
-                        start_ok[rej[to == 0]] = False
-                        rej = rej[to > 0]
-                    active = rej
-                    first = False
-            # (4) budget: abandon trajectories that can no longer finish within max_nfe_per_sample.
-            if self.max_nfe_per_sample is not None:
-                over = (traj + tab.remaining_nfe(level).cpu()) > self.max_nfe_per_sample
-                if bool(over.any()):
-                    rows = over.nonzero(as_tuple=True)[0]
-                    count(restarts, pos[rows])
-                    rd = rows.to(dev)
-                    x[rd] = self.fresh_noise(sample_ids[pos[rows]], shape).to(x.dtype).to(dev)
-                    level[rd] = 0
-                    prev[rd] = 0.0
-                    traj[rows] = 0
-                    start_ok[rd] = not test
-            # (5) harvest finished slots and refill them.
-            done = level == N
-            if bool(done.any()):
-                dc = done.cpu()
-                out[pos[dc]] = x[done]
-                traj_out[pos[dc]] = traj[dc]
-                keep, kc = ~done, ~dc
-                x, level, prev, start_ok = x[keep], level[keep], prev[keep], start_ok[keep]
-                traj, pos = traj[kc], pos[kc]
-                if bar is not None:
-                    bar.update(int(dc.sum()))
-                refill()
-        if bar is not None:
-            bar.close()
-        return SamplingResult(
-            samples=out,
-            nfe=nfe,
-            trajectory_nfe=traj_out,
-            discriminator_evals=disc,
-            rejections=rejections,
-            restarts=restarts,
-            tests_per_level=tests,
-            accepts_per_level=accepts,
-            ticks=ticks,
-        )
+    def _enforce_budget(self, slots: Slots, run: _Run) -> None:
+        """Restart from fresh noise every slot that can no longer finish within ``max_nfe_per_sample``."""
+        need = slots.trajectory_nfe + self.tables.remaining_nfe(slots.level).cpu()
+        rows = (need > self.max_nfe_per_sample).nonzero(as_tuple=True)[0]
+        if rows.numel():
+            run.result.restarts.index_add_(0, slots.row[rows], torch.ones(len(rows), dtype=torch.long))
+            fresh = self.fresh_noise(run.ids(slots, rows), tuple(slots.x.shape[1:]))
+            slots.restart(rows.to(slots.x.device), fresh.to(slots.x.device))

@@ -18,6 +18,7 @@ if __name__ == "__main__":
             {
                 "images": out.images,
                 "nfe": torch.from_numpy(out.nfe),
+                "rejections": torch.from_numpy(out.rejections),
                 "world": torch.distributed.get_world_size(),
             },
             sys.argv[2],

@@ -57,6 +57,7 @@ def test_lockstep_step_equals_stock_step(name, unet):
     for i in range(N):
         noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(100 + i))
         y, nfe = tables.step(y, torch.full((3,), i), model, noise=noise)
+        # the stock step()'s elementwise op sequence on the same UNet output: equal to the last bit
         assert torch.allclose(y, stock[i + 1], atol=1e-6, rtol=0), (name, i)
         assert nfe.tolist() == [int(tables.nfe[i])] * 3
     assert tables.base_nfe == (2 * N - 1 if name == "heun" else N)
@@ -73,7 +74,10 @@ def test_mixed_level_batch_equals_each_sample_alone(unet):
         batched, nfe = tables.step(x, idx, model)
         for b in range(4):
             alone, nfe_b = tables.step(x[b : b + 1], idx[b : b + 1], model)
-            assert torch.allclose(batched[b], alone[0], atol=1e-5, rtol=1e-5)  # fp32 conv batching
+            # batch size 1 selects other kernels: a few ulp of the row's magnitude through one
+            # macro-step (<= 8 ulp measured on AVX-512/AVX2/SSE4.1 kernels): 32 * 2**-23 * |x|
+            scale = max(x[b].abs().max(), batched[b].abs().max())
+            assert (batched[b] - alone[0]).abs().max() <= 32 * 2**-23 * scale, (name, b)
             assert int(nfe[b]) == int(nfe_b[0])
 
 

@@ -125,10 +125,16 @@ def test_level_dependent_offset_and_the_clamp():
     base = run()
     free = run(log_ratio_fn=level_logit, clamp=False)
     assert free.rejections.sum() == 0 and torch.equal(free.samples, base.samples)
-    clamped = run(log_ratio_fn=level_logit, clamp=True, max_nfe_per_sample=4 * N)
+    clamped = run(n=100, log_ratio_fn=level_logit, clamp=True, max_nfe_per_sample=4 * N)
     assert clamped.rejections.sum() > 0
-    # first test at level 1 is the transition test: Delta = -0.3 against log M' = 0 -> accept e^-0.3
-    assert clamped.tests_per_level[1] > 0
+    # Level 0 (logit 0 against log M = 0) always accepts. At level 1 the transition test (Delta = -0.3
+    # against log M' = 0) and the marginal re-test (log L = -0.3 against log M = 0), and at level N the
+    # transition test, all accept with probability e^-0.3 (each with a fresh uniform).
+    assert clamped.tests_per_level[0] == clamped.accepts_per_level[0] > 0
+    tests = int(clamped.tests_per_level[1] + clamped.tests_per_level[N])
+    rate = int(clamped.accepts_per_level[1] + clamped.accepts_per_level[N]) / tests
+    p = float(np.exp(-0.3))
+    assert tests > 300 and abs(rate - p) <= 4 * (p * (1 - p) / tests) ** 0.5, (rate, p, tests)
 
 
 def test_budget_restarts_and_accounting():
@@ -147,8 +153,10 @@ def test_same_seeds_same_result_for_any_slot_count():
     b = run(n=12, log_ratio_fn=noisy_logit, percentile=0.9, num_slots=12)
     c = run(n=12, log_ratio_fn=noisy_logit, percentile=0.9, num_slots=5)
     assert a.rejections.sum() > 0
-    assert torch.equal(a.samples, b.samples) and torch.equal(a.rejections, b.rejections)
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.rejections, b.rejections)  # same run twice
+    # the Gaussian model is elementwise (+ - * / sqrt, all correctly rounded): no batch-size effect
     assert torch.allclose(a.samples, c.samples, atol=1e-6) and torch.equal(a.nfe, c.nfe)
+    assert torch.equal(a.rejections, c.rejections) and torch.equal(a.tests_per_level, c.tests_per_level)
 
 
 def test_hopeless_discriminator_terminates_with_a_clear_error():
@@ -220,3 +228,37 @@ def test_oracle_ratio_corrects_wrong_mode_weights():
     assert abs(base_frac - 0.8) < 0.06  # the base sampler reproduces the wrong model
     assert fracs[0.9] < base_frac - 0.08, (base_frac, fracs)
     assert abs(fracs[1.0] - 0.5) < 0.4 * abs(base_frac - 0.5), (base_frac, fracs)
+
+
+def test_non_finite_model_or_discriminator_output_names_the_level():
+    """NaN from the UNet or the discriminator is an error naming the level, in sampling and warm-up."""
+    tables = LevelTables(EulerDiscreteScheduler(), N)
+    model = gaussian_model(tables)
+    third = tables.timesteps[3]
+
+    def nan_at_level_3(inp, t, sids):
+        out = model(inp, t, sids)
+        return torch.where((t == third).view(-1, 1, 1, 1), torch.nan, out)
+
+    def disc_nan_at_level_2(x, sigma, sids):
+        return torch.where(sigma == tables.sigma[2], torch.nan, torch.zeros(len(sigma)))
+
+    latents = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0)) * tables.init_noise_sigma
+    zeros = torch.zeros(N + 1)
+    cases = [
+        (nan_at_level_3, None, r"UNet step .* level\(s\) \[3\]"),
+        (model, disc_nan_at_level_2, r"log-ratio .* level\(s\) \[2\]"),
+    ]
+    for model_fn, disc, message in cases:
+        for warmup in (False, True):
+            sampler = RejectionSampler(
+                tables,
+                model_fn,
+                disc or constant(0.0),
+                SampleStreams(range(4)),
+                log_m=zeros,
+                log_m_transition=zeros,
+            )
+            with pytest.raises(ValueError, match="non-finite") as err:
+                (sampler.warmup_statistics if warmup else sampler.run)(latents, torch.arange(4))
+            assert err.match(message)

@@ -46,14 +46,16 @@ def train_digits_classifier(
     labels: torch.Tensor,
     num_steps: int = 600,
     seed: int = 0,
-    show_progress: bool = True,
+    progress: bool = True,
 ) -> DigitsClassifier:
-    """Train :class:`DigitsClassifier` with Adam (batch 128) and light noise augmentation."""
-    torch.manual_seed(seed)
+    """Train :class:`DigitsClassifier` with Adam (batch 128) and light noise augmentation; ``seed``
+    seeds the initialisation and the batches (the caller's global RNG state is left unchanged)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DigitsClassifier()
     gen = torch.Generator().manual_seed(seed)
-    model = DigitsClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in tqdm(range(num_steps), desc="digits classifier", disable=not show_progress):
+    for _ in tqdm(range(num_steps), desc="digits classifier", disable=not progress):
         rows = torch.randint(0, len(images), (128,), generator=gen)
         x = images[rows] + 0.1 * torch.randn(images[rows].shape, generator=gen)
         loss = F.cross_entropy(model(x), labels[rows])

@@ -26,18 +26,20 @@ def load_digits_images(image_size: int = 16) -> tuple[torch.Tensor, torch.Tensor
 
 
 def digits_unet(image_size: int = 16, width: int = 16, seed: int = 0) -> UNet2DModel:
-    """An untrained three-level ``UNet2DModel`` for ``image_size`` digits (~0.27M parameters at width 16)."""
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=image_size,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(width, 2 * width, 2 * width),
-        down_block_types=("DownBlock2D",) * 3,
-        up_block_types=("UpBlock2D",) * 3,
-        norm_num_groups=8,
-    )
+    """An untrained three-level ``UNet2DModel`` for ``image_size`` digits (~0.27M parameters at width 16),
+    initialised from ``seed`` (the caller's global RNG state is left unchanged)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DModel(
+            sample_size=image_size,
+            in_channels=1,
+            out_channels=1,
+            layers_per_block=1,
+            block_out_channels=(width, 2 * width, 2 * width),
+            down_block_types=("DownBlock2D",) * 3,
+            up_block_types=("UpBlock2D",) * 3,
+            norm_num_groups=8,
+        )
 
 
 def train_digits_unet(
@@ -48,12 +50,13 @@ def train_digits_unet(
     batch_size: int = 64,
     learning_rate: float = 2e-3,
     seed: int = 0,
-    show_progress: bool = True,
+    progress: bool = True,
 ) -> tuple[UNet2DModel, list[float]]:
     """Train ``unet`` with the epsilon-prediction loss of ``scheduler`` (default ``DDPMScheduler()``).
 
     ``images``: ``[N, C, H, W]`` in [-1, 1]. Adam with a cosine learning-rate decay. Returns the
-    model (in eval mode) and the per-step MSE history.
+    model (in eval mode) and the per-step MSE history. Batches, noise and timesteps come from a
+    generator seeded with ``seed``.
     """
     if images.ndim != 4:
         raise ValueError(f"images must be [N, C, H, W], got {tuple(images.shape)}")
@@ -63,7 +66,7 @@ def train_digits_unet(
     lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, num_steps)
     history = []
     unet.train()
-    for _ in tqdm(range(num_steps), desc="digits unet", disable=not show_progress):
+    for _ in tqdm(range(num_steps), desc="digits unet", disable=not progress):
         rows = torch.randint(0, len(images), (batch_size,), generator=gen)
         x0 = images[rows]
         noise = torch.randn(x0.shape, generator=gen)
