@@ -48,7 +48,7 @@ def _data_cache(cache: Path) -> dict[str, Path]:
     from torchvision import transforms as T
 
     from tv_plugins import DigitsDataset, load_fashion_mnist
-    from tv_plugins.condensation.real_data import as_labeled_tensors
+    from tv_plugins.data import as_labeled_tensors
 
     cache.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -111,7 +111,7 @@ def run_one(config: dict, args) -> dict:
         distill,
         evaluate_synthetic,
     )
-    from tv_plugins.condensation.demo import save_grid
+    from tv_plugins.testing_utils.condensation_demo import save_grid
 
     data = torch.load(args.data_dir / f"{config['dataset']}.pt", weights_only=True)
     train, test = data["train"], data["test"]
@@ -164,7 +164,7 @@ def run_one(config: dict, args) -> dict:
         init_seconds = time.perf_counter() - start
     result = evaluate_synthetic(synthetic, test, **evaluate)
     name = f"{config['dataset']}_ipc{config['ipc']}_{config['method']}_{objective.replace('-', 'init')}"
-    grid = save_grid(synthetic, args.grid_dir / f"{name}.png", MEAN[config["dataset"]], STD[config["dataset"]])
+    grid = save_grid(synthetic, args.grid_dir / f"{name}.png")
     assert isinstance(synthetic, SyntheticDataset)
     record.update(accuracy=result, iterations=iterations, instances=len(synthetic),
                   stored_floats=synthetic.num_stored_floats, budget_floats=10 * config["ipc"] * side * side,

@@ -15,8 +15,8 @@ from .condensation import (
     train_expert_trajectories,
 )
 from .coreset import CoresetSampler, CoresetSelection, LCMatSubset, WeightedSubset, select_coreset
-from .datasets import DEBIAN_FASHION_MNIST_DIR, DigitsDataset, load_fashion_mnist
 from .networks import ConvNet
+from .testing_utils.datasets import DEBIAN_FASHION_MNIST_DIR, DigitsDataset, load_fashion_mnist
 
 __all__ = ["CoresetSampler", "CoresetSelection", "LCMatSubset", "WeightedSubset", "select_coreset",
            "ConvNet", "DEBIAN_FASHION_MNIST_DIR", "DigitsDataset", "load_fashion_mnist",

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..data import LabeledTensors
 from .objective import MatchingObjective
 from .parameterization import SyntheticParameterization
-from .real_data import LabeledTensors
 
 __all__ = ["Checkpoint", "DistillCallback", "DistillState", "EarlyStopping", "PeriodicEvaluation", "ProgressBar"]
 
@@ -86,8 +86,8 @@ class PeriodicEvaluation(DistillCallback):
         self._best: tuple[float, dict] | None = None
 
     def _run(self, state: DistillState) -> None:
+        from ..data import as_labeled_tensors
         from .evaluation import evaluate_synthetic
-        from .real_data import as_labeled_tensors
         from .synthetic import SyntheticDataset
 
         self.test_dataset = as_labeled_tensors(self.test_dataset, "test_dataset")  # convert once, reuse

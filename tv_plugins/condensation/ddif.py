@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..data import as_labeled_tensors
 from .parameterization import SyntheticParameterization, check_ipc
-from .real_data import as_labeled_tensors
 from .siren import BatchedSiren, coordinate_grid, siren_parameter_count
 
 __all__ = ["DDiFParameterization"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..data import as_labeled_tensors
 from .callbacks import Checkpoint, DistillCallback, DistillState, ProgressBar
 from .dc import GradientMatching
 from .ddif import DDiFParameterization
@@ -15,7 +16,6 @@ from .dm import DistributionMatching
 from .fred import FreDParameterization
 from .objective import MatchingObjective
 from .parameterization import OBJECTIVE_NAMES, SyntheticParameterization, check_ipc, parameterization_class
-from .real_data import as_labeled_tensors
 from .synthetic import SyntheticDataset
 from .tm import TrajectoryMatching, train_expert_trajectories
 

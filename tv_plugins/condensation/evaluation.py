@@ -12,11 +12,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..accuracy import evaluate_accuracy
+from ..data import as_labeled_tensors
 from ..networks import ConvNet
 from .augmentation import DSA
 from .objective import DEFAULT_DSA
 from .parameterization import SyntheticParameterization
-from .real_data import as_labeled_tensors
 from .synthetic import SyntheticDataset
 
 __all__ = ["evaluate_synthetic", "evaluation_learning_rates"]

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import as_labeled_tensors
 from .dct import DCT_CONVENTIONS, dct2, idct2
 from .parameterization import SyntheticParameterization, check_ipc
-from .real_data import as_labeled_tensors
 
 __all__ = ["MASK_SOURCES", "FreDParameterization", "explained_variance_ratio"]
 

@@ -6,10 +6,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..data import LabeledTensors
 from ..networks import NORMS, ConvNet
 from .augmentation import DSA
 from .parameterization import SyntheticParameterization
-from .real_data import LabeledTensors
 
 __all__ = ["MatchingObjective"]
 

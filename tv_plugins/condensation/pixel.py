@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import as_labeled_tensors
 from .parameterization import SyntheticParameterization, check_ipc
-from .real_data import as_labeled_tensors
 
 __all__ = ["PixelParameterization"]
 

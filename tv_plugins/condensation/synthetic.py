@@ -78,7 +78,7 @@ class SyntheticDataset(Dataset):
             label = self.target_transform(label)
         return image, label
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``path/synthetic.safetensors`` (the storage) and ``path/synthetic.json`` (kind, config, metadata).
         Transforms are not saved."""
         path = Path(path)
@@ -90,7 +90,7 @@ class SyntheticDataset(Dataset):
         (path / _CONFIG).write_text(json.dumps(config, indent=2))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, transform: Callable | None = None,
+    def from_pretrained(cls, path: str | os.PathLike, transform: Callable | None = None,
              target_transform: Callable | None = None) -> SyntheticDataset:
         """Rebuild a set written by :meth:`save`; it decodes identically."""
         path = Path(path)
@@ -103,6 +103,9 @@ class SyntheticDataset(Dataset):
         if isinstance(resolution, list):
             resolution = tuple(resolution)
         return cls(param, transform, target_transform, resolution, saved.get("metadata"))
+
+    save = save_pretrained  # the earlier names, kept as aliases
+    load = from_pretrained
 
     def __repr__(self) -> str:
         return (f"SyntheticDataset({self.parameterization.kind}, {len(self)} instances, "

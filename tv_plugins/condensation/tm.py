@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from ..data import as_labeled_tensors
 from ..networks import ConvNet
 from .objective import DEFAULT_DSA, MatchingObjective
-from .real_data import as_labeled_tensors
 
 __all__ = ["ExpertTrajectories", "TrajectoryMatching", "train_expert_trajectories"]
 

@@ -19,6 +19,17 @@ from .sampler import CoresetSampler
 __all__ = ["CoresetCallback"]
 
 
+def _use_train_sampler(trainer: Trainer, sampler: CoresetSampler) -> None:
+    """Make ``trainer`` build its train DataLoader with ``sampler``.
+
+    Works around transformers.Trainer offering no argument for a custom train sampler: ``get_train_dataloader``
+    always asks ``self._get_train_sampler()`` (a RandomSampler or a length-grouped one), so this one method is
+    replaced on this trainer instance only. Subclassing ``Trainer`` and overriding ``_get_train_sampler`` is the
+    equivalent alternative.
+    """
+    trainer._get_train_sampler = lambda *args, **kwargs: sampler
+
+
 def _samplers_of(dataloader: Any) -> list[Any]:
     """Every sampler reachable from a (possibly accelerate-wrapped) dataloader."""
     found, frontier = [], [dataloader]
@@ -64,7 +75,7 @@ class CoresetCallback(TrainerCallback):
                 f"trainer.train_dataset has {len(trainer.train_dataset)} samples but the sampler selects from "
                 f"{len(self.sampler.dataset)}; they must be index-aligned views of the same data"
             )
-        trainer._get_train_sampler = lambda *args, **kwargs: self.sampler
+        _use_train_sampler(trainer, self.sampler)
         trainer.add_callback(self)
         return trainer
 

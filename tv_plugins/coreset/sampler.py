@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
-from .budgets import check_fraction, group_budget
-from .labels import dataset_labels
+from ..data import dataset_labels
+from .methods import METHODS
+from .select import check_fraction, group_budget, select_coreset
 from .selection import CoresetSelection
 
 __all__ = ["CoresetSampler"]
@@ -53,18 +54,13 @@ class CoresetSampler(Sampler[int]):
         weighted_sampling: bool = False,
         **select_kwargs: Any,
     ) -> None:
-        from .registry import METHODS
-        from .select import select_coreset  # noqa: F401  (registers the methods)
-
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
         for name, value, minimum in (("every_k_epochs", every_k_epochs, 1), ("first_epoch", first_epoch, 0),
                                      ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         if "warmup_epochs" in select_kwargs:
             raise TypeError("CoresetSampler selects from the live model; warmup_epochs is not accepted")
-        METHODS[method].check_options({k: v for k, v in select_kwargs.items() if k not in _SELECT_ARGS})
+        METHODS[method].resolve({k: v for k, v in select_kwargs.items() if k not in _SELECT_ARGS})
         self.dataset = dataset
         self.fraction = check_fraction(fraction)
         self.model = model
@@ -98,8 +94,6 @@ class CoresetSampler(Sampler[int]):
 
     def reselect(self, model: nn.Module | None = None) -> CoresetSelection:
         """Select now from ``model`` (default: ``self.model``) and record it in ``history``."""
-        from .select import select_coreset
-
         model = self.model if model is None else model
         if model is None and self.method != "uniform":
             raise RuntimeError("CoresetSampler has no model: pass model= or let CoresetCallback attach it")

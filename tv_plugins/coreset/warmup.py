@@ -11,6 +11,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..data import image_batches
+
 __all__ = ["WarmupResult", "count_forgetting_events", "warm_up"]
 
 
@@ -50,7 +52,8 @@ def warm_up(
     """Train a deep copy of ``model`` for ``epochs`` epochs (SGD, Nesterov momentum, constant lr, CE mean,
     the reference's warm-up recipe) on all of ``dataset``; ``model`` itself is not modified.
 
-    The sample order comes from ``torch.Generator().manual_seed(seed)``: same seed, same warm model.
+    Batches come from a ``DataLoader`` (items as in :mod:`tv_plugins.data`) in the order drawn from
+    ``torch.Generator().manual_seed(seed)``: same seed, same warm model.
     """
     warm = copy.deepcopy(model)
     if device is None:
@@ -67,11 +70,9 @@ def warm_up(
     bar = tqdm(total=epochs * ((n + batch_size - 1) // batch_size), desc="warm-up", disable=not progress, leave=False)
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            x = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in idx]).to(device)
+        for idx, x, _ in image_batches(dataset, [b.tolist() for b in order.split(batch_size)]):
             y = labels[idx].to(device)
-            out = warm(x)
+            out = warm(x.to(device))
             logits = out if isinstance(out, torch.Tensor) else out["logits"]
             loss = nn.functional.cross_entropy(logits, y)
             correct[epoch, idx] = (logits.argmax(1) == y).cpu()

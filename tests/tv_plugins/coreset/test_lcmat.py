@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from tv_plugins.coreset import select_coreset
-from tv_plugins.coreset.greedy import facility_location_greedy
 from tv_plugins.coreset.last_layer import extract_last_layer, hessian_diagonal, per_sample_gradients
-from tv_plugins.coreset.methods.lcmat import lcmat_distances, medoid_selection
+from tv_plugins.coreset.methods.facility_location import (
+    facility_location_greedy,
+    lcmat_distances,
+    medoid_selection,
+)
 
 
 def _explicit_quantities(model, dataset):
@@ -76,9 +79,15 @@ def test_eps_zero_is_gradient_only_for_any_K(blobs, mlp):
     for K in (2, 50, 10_000):
         assert torch.equal(_select(blobs, mlp, eps=0.0, K=K).indices, base.indices)
     assert torch.equal(_select(blobs, mlp, eps_mode="relative", kappa=0.0).indices, base.indices)
-    # gradient-only == CRAIG's facility location (craig differs only by returning weights)
+
+def test_craig_is_the_gradient_only_cluster_weighted_lcmat_preset(blobs, mlp):
     craig = select_coreset(blobs, "craig", 0.3, mlp, warmup_epochs=0, progress=False)
-    assert torch.equal(craig.indices, base.indices)
+    preset = _select(blobs, mlp, eps=0.0, weights="cluster_size")
+    G, H = _explicit_quantities(mlp, blobs)
+    ref, ref_w = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.0, 100, weights=True)
+    assert craig.indices.tolist() == preset.indices.tolist() == ref.tolist()
+    # cluster sizes are counts: exact integers in float32
+    assert craig.weights.tolist() == preset.weights.tolist() == ref_w.tolist()
 
 
 def test_C0_invariance_and_first_pick_is_the_medoid(blobs, mlp):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tv_plugins.coreset import METHODS, CoresetSelection, per_class_budgets, select_coreset
+from tv_plugins.coreset import METHODS, CoresetSelection, per_class_budgets, register, select_coreset
 
 ALL_METHODS = sorted(METHODS)
 
@@ -19,6 +19,33 @@ def _run(blobs, mlp, method, fraction=0.3, **kw):
 def test_registry_holds_every_method_of_the_issue():
     assert set(METHODS) == {"lcmat", "uniform", "herding", "kcenter_greedy", "forgetting", "grand", "el2n",
                             "uncertainty", "craig", "gradmatch", "glister", "submodular"}
+
+
+def test_a_method_sees_one_group_and_select_coreset_does_budgets_and_order(blobs, monkeypatch):
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # the registration ends with the test
+    seen = []
+
+    @register("last_k", needs_model=False)
+    def last_k(group, k, generator, offset=0):
+        seen.append((group.label, group.indices.clone(), k, group.outputs))
+        picks = torch.arange(len(group) - k - offset, len(group) - offset).flip(0)  # greedy order: last first
+        return picks, torch.arange(k, dtype=torch.float64)  # weight = greedy rank
+
+    sel = select_coreset(blobs, "last_k", 0.3, progress=False)
+    labels = blobs.targets
+    expected_indices, expected_weights = [], []
+    for c, (label, indices, k, outputs) in enumerate(seen):
+        assert label == c and outputs is None
+        assert torch.equal(indices, torch.nonzero(labels == c).flatten())
+        assert k == max(1, math.floor(0.3 * len(indices) + 0.5))
+        expected_indices += indices[-k:].tolist()
+        expected_weights += list(range(k - 1, -1, -1))  # ascending indices: the last pick (rank k-1) first
+    assert sel.indices.tolist() == expected_indices
+    assert sel.weights.tolist() == expected_weights
+    with pytest.raises(TypeError, match=r"accepted options: \['offset'\]"):
+        select_coreset(blobs, "last_k", 0.3, progress=False, shift=1)
+    with pytest.raises(RuntimeError, match="invalid selection"):
+        select_coreset(blobs, "last_k", 1.0, progress=False, offset=1)  # k picks of n - 1 positions: out of range
 
 
 def test_per_class_budgets_round_half_up_with_at_least_one():
