@@ -1,13 +1,13 @@
 """One adapter from torchvision-style datasets to tensors, shared by coreset selection and condensation.
 
-Items are ``(image, label, ...)``. An image may be a tensor (used as it is), a numpy array (``torch.from_numpy``)
-or a PIL image, converted as ``torchvision.transforms.ToTensor`` does (float32 ``[C, H, W]`` in [0, 1]), so a
-dataset without a ``ToTensor`` transform gives the same tensors everywhere. Batches come from a ``DataLoader``
-whose collate function converts the items and refuses non-finite images, naming the item.
+Items are ``(image, label, ...)``; an image may be a tensor (used as it is), a numpy array or a PIL image
+(converted as ``torchvision.transforms.ToTensor`` does: float32 ``[C, H, W]`` in [0, 1]). Batches come from a
+``DataLoader`` whose collate function converts the items and refuses non-finite images, naming the item.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.functional import to_tensor
 
 __all__ = ["LabeledTensors", "as_image_tensor", "as_labeled_tensors", "dataset_labels", "image_batches"]
@@ -36,13 +36,13 @@ def as_image_tensor(image: Any) -> torch.Tensor:
 
 
 def _label(label: Any, position: int, name: str) -> int:
-    if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
-        label = label.item()
-    if isinstance(label, np.integer):
-        label = int(label)
-    if isinstance(label, bool) or not isinstance(label, int):
-        raise ValueError(f"{name}: item {position} has label {label!r}; labels must be integer class indices")
-    return label
+    """An int, numpy integer or one-element integer tensor as an int; anything else is a ``ValueError``."""
+    try:
+        if not isinstance(label, (bool, torch.BoolTensor)):
+            return operator.index(label)
+    except TypeError:
+        pass
+    raise ValueError(f"{name}: item {position} has label {label!r}; labels must be integer class indices")
 
 
 class _Numbered(Dataset):
@@ -79,14 +79,10 @@ def _collate(batch: list[tuple[int, Any]], name: str, labelled: bool):
 
 def image_batches(dataset: Dataset, batches: Iterable[Sequence[int]] | None = None, batch_size: int = 256, *,
                   name: str = "dataset", labelled: bool = False) -> DataLoader:
-    """A ``DataLoader`` over ``dataset`` yielding ``(positions [B], images [B, ...], labels [B])``.
-
-    ``batches`` lists the positions of each batch (default: consecutive batches of ``batch_size``); the item
-    labels are read and checked only with ``labelled=True`` (zeros otherwise).
-
-    Raises (while iterating): ``ValueError`` for an unlabeled item, images of different shapes within a batch
-    or a non-finite image; ``TypeError`` for an image that is no tensor, array or PIL image.
-    """
+    """A ``DataLoader`` yielding ``(positions [B], images [B, ...], labels [B])``: ``batches`` lists the positions
+    of each batch (default: consecutive batches of ``batch_size``); item labels are read and checked only with
+    ``labelled=True`` (zeros otherwise). Iterating raises ``ValueError`` for an unlabeled item, images of different
+    shapes in a batch or a non-finite image, ``TypeError`` for an image that is no tensor, array or PIL image."""
     if batches is None:
         batches = [range(s, min(len(dataset), s + batch_size)) for s in range(0, len(dataset), batch_size)]
     return DataLoader(_Numbered(dataset), batch_sampler=batches,
@@ -95,8 +91,7 @@ def image_batches(dataset: Dataset, batches: Iterable[Sequence[int]] | None = No
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
     """``LongTensor [N]`` of labels without decoding images where possible: from ``.targets`` (MNIST/CIFAR/
-    ImageFolder style), ``.labels`` (SVHN), the second tensor of a ``TensorDataset``, through ``Subset`` views,
-    or, as a fallback, item ``[1]`` of every sample.
+    ImageFolder style), ``.labels`` (SVHN), through ``Subset`` views, or else item ``[1]`` of every sample.
 
     Raises:
         TypeError: the dataset has no length or its labels are not integers.
@@ -106,8 +101,6 @@ def dataset_labels(dataset: Dataset) -> torch.Tensor:
         raise TypeError(f"dataset must be a map-style dataset with __len__ and __getitem__, got {type(dataset).__name__}")
     if isinstance(dataset, Subset):
         labels = dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
-    elif isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
-        labels = dataset.tensors[1]
     else:
         raw = getattr(dataset, "targets", None)
         if raw is None:
@@ -139,17 +132,10 @@ class LabeledTensors(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
 
-    @property
-    def targets(self) -> torch.Tensor:
-        return self.labels
+    targets = property(lambda self: self.labels, doc="``labels`` under torchvision's name")
 
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def spatial(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.images.shape[2:])
+    channels = property(lambda self: int(self.images.shape[1]), doc="C")
+    spatial = property(lambda self: tuple(int(s) for s in self.images.shape[2:]), doc="the image size, e.g. (H, W)")
 
     def class_indices(self, c: int) -> torch.Tensor:
         """Indices [n_c] of the items of class ``c``."""
@@ -171,20 +157,6 @@ class LabeledTensors(Dataset):
         return self.images[idx[perm]]
 
 
-def _dataset_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-        raise TypeError(f"{name} must be a torch Dataset of (image, label) or a pair of tensors, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError(f"{name} is empty")
-    chunks = [(positions, images, labels) for positions, images, labels in image_batches(data, name=name, labelled=True)]
-    first = chunks[0][1]
-    for positions, images, _ in chunks[1:]:
-        if images.shape[1:] != first.shape[1:]:
-            raise ValueError(f"{name}: mismatched image sizes: item 0 has shape {tuple(first.shape[1:])} but item "
-                             f"{int(positions[0])} has {tuple(images.shape[1:])}; resize them to one size")
-    return torch.cat([c[1] for c in chunks]), torch.cat([c[2] for c in chunks])
-
-
 def as_labeled_tensors(data: Any, name: str = "dataset", num_classes: int | None = None) -> LabeledTensors:
     """Collect ``data`` into float32 :class:`LabeledTensors`.
 
@@ -203,14 +175,18 @@ def as_labeled_tensors(data: Any, name: str = "dataset", num_classes: int | None
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data) \
             and data[0].ndim >= 3:
         images, labels = data
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{name}: labels must have shape [N] = [{images.shape[0]}], got {tuple(labels.shape)}")
-        if labels.dtype.is_floating_point:
-            raise ValueError(f"{name}: labels must be integer class indices, got dtype {labels.dtype}")
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.dtype.is_floating_point:
+            raise ValueError(f"{name}: labels must be integer class indices of shape [N] = [{images.shape[0]}], "
+                             f"got {labels.dtype} {tuple(labels.shape)}")
         if not torch.isfinite(images).all():
             raise ValueError(f"{name}: images contain NaN or inf")
     else:
-        images, labels = _dataset_tensors(data, name)
+        if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+            raise TypeError(f"{name} must be a torch Dataset of (image, label) or a pair of tensors, "
+                            f"got {type(data).__name__}")
+        if len(data) == 0:
+            raise ValueError(f"{name} is empty")
+        ((_, images, labels),) = image_batches(data, batch_size=len(data), name=name, labelled=True)  # one batch
         if num_classes is None and hasattr(data, "classes"):
             num_classes = len(data.classes)
     images, labels = images.float(), labels.long()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["draw_seed", "seeded"]
+__all__ = ["draw_seed", "seeded", "spawn"]
 
 
 @contextmanager
@@ -19,6 +19,11 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def draw_seed(generator: torch.Generator) -> int:
-    """A seed in ``[0, 2**62)`` drawn from ``generator`` (for :func:`seeded` or a DSA draw)."""
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """A seed in ``[0, 2**62)`` drawn from ``generator`` (default: torch's global generator)."""
     return int(torch.randint(2**62, (1,), generator=generator))
+
+
+def spawn(generator: torch.Generator | None, count: int) -> list[torch.Generator]:
+    """``count`` independent generators seeded from ``generator`` (e.g. one per class, drawn before any is used)."""
+    return [torch.Generator().manual_seed(draw_seed(generator)) for _ in range(count)]

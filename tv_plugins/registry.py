@@ -1,25 +1,25 @@
-"""Look-up by name, one mechanism for coreset methods and condensation parameterizations / objectives.
+"""Options, declared once and checked the same way everywhere.
 
-A :class:`Registry` is a module-level table filled by its ``register(name, ...)`` decorator. The options of an
-entry are the keyword parameters of the registered callable (after the registry's leading arguments), so each
-option is declared once, in that signature. Unknown names are a ``ValueError`` listing the valid names; unknown
-options a ``TypeError`` listing the accepted ones.
-"""
+Look-up by name is one mechanism for coreset methods and condensation parameterizations / objectives: a
+module-level :class:`Registry` filled by its ``register(name, ...)`` decorator. An entry's options are the keyword
+parameters of the registered callable, declared in its signature; an unknown name is a ``ValueError`` listing the
+valid names, an unknown option a ``TypeError`` listing the accepted ones. The ``check_*`` functions validate values:
+a bad value is a ``ValueError`` naming the argument (nothing is clamped or coerced)."""
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Entry", "Registry"]
+__all__ = ["Entry", "Registry", "check_choice", "check_int", "check_number"]
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered implementation: ``target`` (a function or class), its options with their ``defaults``,
-    and the registry's ``attributes`` (e.g. ``needs_model`` of a coreset method)."""
+    """A registered ``target`` (function or class), its options' ``defaults`` and its ``attributes``."""
 
     name: str
     target: Any
@@ -28,11 +28,8 @@ class Entry:
     what: str
 
     def resolve(self, options: dict[str, Any]) -> dict[str, Any]:
-        """``options`` completed with the defaults and validated by the entry's ``check`` attribute, if any.
-
-        Raises:
-            TypeError: an option the entry does not accept (the message lists the accepted ones).
-        """
+        """``options`` completed with the defaults and validated by the ``check`` attribute, if any; a
+        ``TypeError`` for an option the entry does not accept."""
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             raise TypeError(f"{self.what} {self.name!r} got unknown option(s) {unknown}; "
@@ -44,23 +41,15 @@ class Entry:
 
 
 class Registry:
-    """Name -> :class:`Entry`.
-
-    Args:
-        what: what the entries are, for messages ("coreset method").
-        argument: the argument the name is passed as, for messages ("method").
-        signature_of: maps a registered target to the callable whose keyword parameters are its options
-            (default: the target itself; a class gives its constructor's).
-        skip: leading parameters of that callable that are not options (e.g. ``group, k, generator``).
-        attributes: the attributes ``register`` accepts, with their defaults.
-        name_attribute: if set, ``register`` stores the name on the target under this attribute (``kind``).
-    """
+    """Name -> :class:`Entry`. ``what`` / ``argument`` name the entries and the argument in messages;
+    ``signature_of(target)`` is the callable whose keyword parameters after the first ``skip`` are the options;
+    ``attributes`` are those ``register`` accepts, with defaults; ``register`` stores the name on the target under
+    ``name_attribute`` if given."""
 
     def __init__(self, what: str, argument: str, *, signature_of: Callable[[Any], Callable] = lambda t: t,
                  skip: int = 0, attributes: dict[str, Any] | None = None, name_attribute: str | None = None) -> None:
         self.what, self.argument, self.signature_of, self.skip = what, argument, signature_of, skip
-        self.attribute_defaults = dict(attributes or {})
-        self.name_attribute = name_attribute
+        self.attribute_defaults, self.name_attribute = dict(attributes or {}), name_attribute
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, **attributes: Any) -> Callable[[Any], Any]:
@@ -92,8 +81,31 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def __repr__(self) -> str:
         return f"Registry({self.what}: {sorted(self._entries)})"
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    """``value`` if it is one of ``choices``; else ``ValueError`` listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int = 1, *, optional: bool = False) -> Any:
+    """``value`` if it is an int (not a bool) ``>= minimum`` (or None when ``optional``); else ``ValueError``."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be {'None or ' if optional else ''}an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: Any, *, minimum: float | None = None, positive: bool = False) -> float:
+    """``float(value)`` if it is a finite real number (not a bool), ``> 0`` when ``positive`` and ``>= minimum``
+    when given; else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and not value > 0) or (minimum is not None and value < minimum):
+        bound = " > 0" if positive else f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)

@@ -12,23 +12,12 @@ from typing import Any
 from .methods import METHODS, Group
 from .sampler import CoresetSampler
 from .select import per_class_budgets, select_coreset
-from .selection import CoresetSelection
-from .weighted_subset import LCMatSubset, WeightedSubset
+from .subset import CoresetSelection, LCMatSubset, WeightedSubset
 
 register = METHODS.register
 
-__all__ = [
-    "METHODS",
-    "CoresetCallback",
-    "CoresetSampler",
-    "CoresetSelection",
-    "Group",
-    "LCMatSubset",
-    "WeightedSubset",
-    "per_class_budgets",
-    "register",
-    "select_coreset",
-]
+__all__ = ["METHODS", "CoresetCallback", "CoresetSampler", "CoresetSelection", "Group", "LCMatSubset", "WeightedSubset",
+           "per_class_budgets", "register", "select_coreset"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,15 +27,8 @@ from tqdm.auto import tqdm
 
 from ..data import image_batches
 
-__all__ = [
-    "LastLayerOutputs",
-    "extract_last_layer",
-    "find_last_layer",
-    "gradient_distances",
-    "gradient_gram",
-    "hessian_diagonal",
-    "per_sample_gradients",
-]
+__all__ = ["LastLayerOutputs", "extract_last_layer", "find_last_layer", "gradient_distances", "gradient_gram",
+           "hessian_diagonal", "per_sample_gradients"]
 
 
 def find_last_layer(model: nn.Module, last_layer: nn.Module | str | None = None) -> nn.Linear:
@@ -52,37 +45,27 @@ def find_last_layer(model: nn.Module, last_layer: nn.Module | str | None = None)
     if last_layer is None:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
-            raise ValueError(
-                f"model ({type(model).__name__}) has no nn.Linear layer; coreset selection needs a final linear "
-                "classifier. Pass last_layer=<the nn.Linear producing the logits> (a module or its name)."
-            )
+            raise ValueError(f"model ({type(model).__name__}) has no nn.Linear layer; coreset selection needs a final "
+                             "linear classifier. Pass last_layer=<the nn.Linear producing the logits> (a module or its name).")
         return linears[-1]
-    if isinstance(last_layer, str):
-        try:
-            module = model.get_submodule(last_layer)
-        except AttributeError as err:
-            raise ValueError(f"last_layer={last_layer!r} is not a submodule of the model") from err
-    elif isinstance(last_layer, nn.Module):
-        module = last_layer
-        if not any(m is module for m in model.modules()):
-            raise ValueError("last_layer is not a submodule of the model")
-    else:
+    if not isinstance(last_layer, (str, nn.Module)):
         raise TypeError(f"last_layer must be an nn.Linear, its dotted name or None, got {type(last_layer).__name__}")
+    try:
+        module = model.get_submodule(last_layer) if isinstance(last_layer, str) else last_layer
+    except AttributeError as err:
+        raise ValueError(f"last_layer={last_layer!r} is not a submodule of the model") from err
+    if not any(m is module for m in model.modules()):
+        raise ValueError("last_layer is not a submodule of the model")
     if not isinstance(module, nn.Linear):
         raise ValueError(f"last_layer must be an nn.Linear, got {type(module).__name__}")
     return module
 
 
-@dataclass
+@dataclass(eq=False)
 class LastLayerOutputs:
-    """Head inputs and logits of a set of samples.
-
-    Attributes:
-        features: ``[N, D]`` float64, the input ``z`` of the final linear layer.
-        logits: ``[N, C]`` float64, the output of the final linear layer.
-        labels: ``[N]`` int64.
-        weight: ``[C, D]`` float64 copy of the head weight; ``bias``: ``[C]`` (zeros if the head has none).
-    """
+    """Head inputs and logits of a set of samples: ``features [N, D]`` (the input ``z`` of the final linear
+    layer), ``logits [N, C]``, ``labels [N]`` int64, a copy of the head's ``weight [C, D]`` and ``bias [C]`` (zeros
+    if it has none); float64 when extracted by :func:`extract_last_layer`."""
 
     features: torch.Tensor
     logits: torch.Tensor
@@ -194,16 +177,9 @@ def _sum_across_ranks(features: torch.Tensor | None, logits: torch.Tensor | None
 
 
 @torch.no_grad()
-def extract_last_layer(
-    model: nn.Module,
-    dataset: Dataset,
-    labels: torch.Tensor,
-    *,
-    last_layer: nn.Module | str | None = None,
-    batch_size: int = 128,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> LastLayerOutputs:
+def extract_last_layer(model: nn.Module, dataset: Dataset, labels: torch.Tensor, *,
+                       last_layer: nn.Module | str | None = None, batch_size: int = 128,
+                       device: torch.device | str | None = None, progress: bool = True) -> LastLayerOutputs:
     """One forward pass over ``dataset`` (a ``DataLoader``; model in eval mode, modes restored afterwards)
     capturing the input and output of the final linear layer with a hook (no model surgery).
 

@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 
 from ..data import as_image_tensor, dataset_labels
 from ..randomness import seeded
-from ..registry import Entry
+from ..registry import Entry, check_int
 from .last_layer import LastLayerOutputs, extract_last_layer, find_last_layer
 from .methods import METHODS, Group
-from .selection import CoresetSelection
+from .subset import CoresetSelection
 from .warmup import count_forgetting_events, warm_up
 
 __all__ = ["check_fraction", "default_model", "group_budget", "per_class_budgets", "select_coreset"]
@@ -64,12 +64,6 @@ def default_model(sample: torch.Tensor, num_classes: int, seed: int = 0) -> nn.M
         if sample.ndim == 1:
             return nn.Sequential(nn.Linear(sample.shape[0], 128), nn.ReLU(), nn.Linear(128, num_classes))
     raise ValueError(f"no default model for inputs of shape {tuple(sample.shape)}; pass model=")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _model_outputs(entry: Entry, dataset: Dataset, labels: torch.Tensor, model: nn.Module | None, seed: int,
@@ -119,39 +113,24 @@ def _select_groups(entry: Entry, options: dict[str, Any], labels: torch.Tensor, 
     return indices[order], weights[order]
 
 
-def select_coreset(
-    dataset: Dataset,
-    method: str = "lcmat",
-    fraction: float = 0.01,
-    model: nn.Module | None = None,
-    warmup_epochs: int = 10,
-    balance: bool = True,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    batch_size: int = 128,
-    *,
-    last_layer: nn.Module | str | None = None,
-    warmup_lr: float = 0.1,
-    selection_transform: Callable | None = None,
-    progress: bool = True,
-    **method_options: Any,
-) -> CoresetSelection:
+def select_coreset(dataset: Dataset, method: str = "lcmat", fraction: float = 0.01, model: nn.Module | None = None,
+                   warmup_epochs: int = 10, balance: bool = True, seed: int = 0, device: torch.device | str | None = None,
+                   batch_size: int = 128, *, last_layer: nn.Module | str | None = None, warmup_lr: float = 0.1,
+                   selection_transform: Callable | None = None, progress: bool = True,
+                   **method_options: Any) -> CoresetSelection:
     """Select a (class-balanced) coreset of ``dataset``.
 
     Args:
         dataset: map-style dataset of ``(image, int label)``; images are tensors ``[C, H, W]`` / features ``[D]``,
             arrays, or PIL images (converted as ``ToTensor`` does); labels are read from ``.targets``/``.labels``
             when present.
-        method: a name in ``METHODS`` (``lcmat``, ``uniform``, ``herding``, ``kcenter_greedy``,
-            ``forgetting``, ``grand``, ``el2n``, ``uncertainty``, ``craig``, ``gradmatch``, ``glister``,
-            ``submodular``).
+        method: a name in ``METHODS`` (``lcmat``, ``craig``, ``gradmatch``, ``uniform``, ... ``list(METHODS)``).
         fraction: share of each class to keep, in (0, 1]; per-class budget ``max(1, round_half_up(f N_c))``.
         model: selection network ending in an ``nn.Linear`` classifier (``last_layer`` names another one).
             ``None``: :func:`default_model`. It is never modified: the warm-up trains a copy.
         warmup_epochs: epochs of warm-up training of the copy on the full dataset (0 = use ``model`` as is).
         balance: select per class (True) or from the whole dataset at once (False).
-        seed: seeds the default model, the warm-up order and the randomised methods (explicit generators; the
-            caller's global RNG state is not changed).
+        seed: seeds the default model, the warm-up and the randomised methods (the caller's RNG is untouched).
         device: where the forward passes run (default: the model's device). Under an initialised
             ``torch.distributed`` group the feature pass is split across ranks (every rank gets the same
             selection); the warm-up is not split (each rank runs the same seeded warm-up).
@@ -174,9 +153,8 @@ def select_coreset(
     entry = METHODS[method]
     options = entry.resolve(method_options)
     fraction = check_fraction(fraction)
-    warmup_epochs = _check_int("warmup_epochs", warmup_epochs, 0)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
+    warmup_epochs, batch_size = check_int("warmup_epochs", warmup_epochs, 0), check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, 0)
     if not isinstance(balance, bool):
         raise TypeError(f"balance must be a bool, got {balance!r}")
     if entry.attributes["needs_forgetting"] and warmup_epochs < 2:
@@ -193,8 +171,9 @@ def select_coreset(
         raise ValueError(f"labels must be >= 0, found {int(labels.min())}")
     outputs = forgetting = None
     if entry.attributes["needs_model"]:
-        outputs, forgetting = _model_outputs(entry, dataset, labels, model, seed, device, batch_size, last_layer,
-                                             warmup_epochs, warmup_lr, progress)
+        with seeded(seed):  # random transforms or dropout draw from torch's global RNG; the caller's is restored
+            outputs, forgetting = _model_outputs(entry, dataset, labels, model, seed, device, batch_size, last_layer,
+                                                 warmup_epochs, warmup_lr, progress)
     indices, weights = _select_groups(entry, options, labels, fraction, balance, seed, outputs, forgetting, progress)
     counts = {int(c): int((labels[indices] == c).sum()) for c in torch.unique(labels)}
     settings = {"fraction": fraction, "warmup_epochs": warmup_epochs, "balance": balance, "seed": seed,

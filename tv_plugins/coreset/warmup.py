@@ -35,20 +35,9 @@ def count_forgetting_events(correct: torch.Tensor) -> torch.Tensor:
     return torch.where(never_learnt, torch.full_like(events, correct.shape[0]), events)
 
 
-def warm_up(
-    model: nn.Module,
-    dataset: Dataset,
-    labels: torch.Tensor,
-    *,
-    epochs: int,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 128,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> WarmupResult:
+def warm_up(model: nn.Module, dataset: Dataset, labels: torch.Tensor, *, epochs: int, lr: float = 0.1,
+            momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
+            device: torch.device | str | None = None, progress: bool = True) -> WarmupResult:
     """Train a deep copy of ``model`` for ``epochs`` epochs (SGD, Nesterov momentum, constant lr, CE mean,
     the reference's warm-up recipe) on all of ``dataset``; ``model`` itself is not modified.
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tv_plugins.condensation import DDiFParameterization, siren_parameter_count
-from tv_plugins.condensation.siren import BatchedSiren, coordinate_grid
+from tv_plugins.condensation.ddif import BatchedSiren, coordinate_grid
 
 
 def _reference_siren(dim_in, num_layers, width, dim_out):

@@ -1,36 +1,31 @@
 """Facility-location selection on per-sample last-layer gradients: LCMat-S, CRAIG (a preset of it) and the
 submodular baselines (facility location / graph cut on the gradient cosine).
 
-LCMat-S (Shin et al., AISTATS 2023, arXiv 2303.04449) is greedy k-medoids on the loss-curvature-matching
-distance
-
-    d(i, j) = ||g_i - g_j||_2 + eps * ||h_i^(K) - h_j^(K)||_1,
-
-with ``g`` the per-sample last-layer CE gradient and ``h^(K)`` the per-sample last-layer Hessian diagonal at the
-``K`` coordinates of largest within-group (population) variance, both in closed form (``last_layer``).
-``eps = 0`` is exactly gradient-only k-medoids (the paper's rho = 0 ablation). Deliberate deviations from the
-official code:
+LCMat-S (Shin et al., AISTATS 2023, arXiv 2303.04449) is greedy k-medoids on the distance
+``d(i, j) = ||g_i - g_j||_2 + eps * ||h_i^(K) - h_j^(K)||_1``, with ``g`` the per-sample last-layer CE gradient and
+``h^(K)`` the per-sample last-layer Hessian diagonal at the ``K`` coordinates of largest within-group (population)
+variance, both in closed form (``last_layer``); ``eps = 0`` is gradient-only k-medoids (the rho = 0 ablation).
+Deliberate deviations from the official code:
 
 * g and h are unscaled (the official BackPACK path divides them by the mini-batch size, which inflates the
   last partial batch of every class); with ``C0="auto"`` the result is scale-free.
-* the model is in eval mode during feature extraction (the official path leaves BatchNorm in train mode).
+* features are extracted in eval mode (the official path leaves BatchNorm in train mode).
 * distances are computed in float64 from Gram identities (no N x N x K broadcast).
-* ``C0="auto"`` (the largest distance of the group) keeps facility location equal to greedy k-medoids, the
-  regime of the official runs; ``C0=10`` (a float) gives the official clipped similarity ``max(0, 10 - d)``.
-* ``weights="cluster_size"`` (off by default, as in the official code) returns the sizes of the nearest-medoid
-  clusters, the weighting the paper's matching bound is stated for.
+* ``C0="auto"`` (the group's largest distance) keeps facility location equal to greedy k-medoids, the regime of
+  the official runs; ``C0=10`` gives the official clipped similarity ``max(0, 10 - d)``.
+* ``weights="cluster_size"`` (off by default, as officially) returns the nearest-medoid cluster sizes, the
+  weighting the paper's matching bound is stated for.
 
-CRAIG (Mirzasoleiman et al. 2020) with true CE gradients (DeepCore applies CE to softmax outputs), naive instead
-of lazy greedy (the same picks without ties) and cluster sizes as weights (DeepCore's ``1 + #assigned`` counts the
-pick twice) is exactly ``lcmat(eps=0, weights="cluster_size")`` and is registered as that preset.
+CRAIG (Mirzasoleiman et al. 2020) with true CE gradients (DeepCore applies CE to softmax outputs), naive greedy
+(the lazy one's picks without ties) and cluster sizes as weights (DeepCore's ``1 + #assigned`` counts the pick
+twice) is exactly ``lcmat(eps=0, weights="cluster_size")``, registered as that preset.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ...registry import check_choice, check_int, check_number
 from ..last_layer import LastLayerOutputs, gradient_distances, gradient_gram
 from . import METHODS, Group
 
@@ -164,17 +159,10 @@ def medoid_selection(distances: torch.Tensor, k: int, C0: float | str = "auto") 
 
 
 def _check_lcmat(eps: float, K: int, eps_mode: str, kappa: float, C0: float | str, weights: str | None) -> None:
-    if eps_mode not in EPS_MODES:
-        raise ValueError(f"eps_mode must be one of {EPS_MODES}, got {eps_mode!r}")
-    for name, value in (("eps", eps), ("kappa", kappa)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise ValueError(f"K must be a positive int, got {K!r}")
-    if C0 != "auto" and (isinstance(C0, bool) or not isinstance(C0, (int, float)) or not math.isfinite(C0)):
-        raise ValueError(f"C0 must be 'auto' or a finite number, got {C0!r}")
-    if weights not in WEIGHT_OPTIONS:
-        raise ValueError(f"weights must be one of {WEIGHT_OPTIONS}, got {weights!r}")
+    check_choice("eps_mode", eps_mode, EPS_MODES), check_choice("weights", weights, WEIGHT_OPTIONS)
+    check_number("eps", eps, minimum=0), check_number("kappa", kappa, minimum=0), check_int("K", K)
+    if C0 != "auto":
+        check_number("C0 (or 'auto')", C0)
 
 
 @METHODS.register("lcmat", check=_check_lcmat)
@@ -203,12 +191,7 @@ def cosine_similarity(gram: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * cos.clamp(-1.0, 1.0)
 
 
-def _check_submodular(function: str, lam: float) -> None:
-    if function not in SUBMODULAR_FUNCTIONS:
-        raise ValueError(f"function must be one of {SUBMODULAR_FUNCTIONS}, got {function!r}")
-
-
-@METHODS.register("submodular", check=_check_submodular)
+@METHODS.register("submodular", check=lambda function, lam: check_choice("function", function, SUBMODULAR_FUNCTIONS))
 def submodular(group: Group, k: int, generator: torch.Generator, function: str = "facility_location",
                lam: float = 1.0) -> tuple[torch.Tensor, None]:
     """DeepCore's "FL" / "GC" baselines on ``s(i, j) = 0.5 + 0.5 cos(g_i, g_j)`` of per-sample last-layer

@@ -6,15 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...registry import check_number
 from ..last_layer import gradient_gram
 from . import METHODS, Group
 
 __all__ = ["glister", "glister_order", "gradmatch", "omp_select"]
-
-
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
 
 
 def _ridge_nnls(gram_ss: np.ndarray, target_s: np.ndarray, lam: float) -> np.ndarray:
@@ -44,7 +40,7 @@ def omp_select(gram: torch.Tensor, k: int, lam: float = 1.0) -> tuple[torch.Tens
     return torch.tensor(picks, dtype=torch.long), torch.from_numpy(w)
 
 
-@METHODS.register("gradmatch", check=lambda lam: _check_positive("lam", lam))
+@METHODS.register("gradmatch", check=lambda lam: check_number("lam", lam, positive=True))
 def gradmatch(group: Group, k: int, generator: torch.Generator, lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """GradMatch (Killamsetty et al. 2021): :func:`omp_select` on the Gram matrix ``(r_i·r_j)(1 + z_i·z_j)`` of
     per-sample gradients (no ``N x P`` matrix); the OMP coefficients are the training weights. Option ``lam``:
@@ -77,7 +73,7 @@ def glister_order(features: torch.Tensor, labels: torch.Tensor, weight: torch.Te
     return torch.tensor(picks, dtype=torch.long)
 
 
-@METHODS.register("glister", check=lambda lr: _check_positive("lr", lr))
+@METHODS.register("glister", check=lambda lr: check_number("lr", lr, positive=True))
 def glister(group: Group, k: int, generator: torch.Generator, lr: float = 0.1) -> tuple[torch.Tensor, None]:
     """GLISTER-ONLINE (Killamsetty et al. 2021) on the last layer: greedily pick the sample whose one-step SGD
     update most decreases the validation loss (first-order gain ``<g_j(psi_t), grad L_val(psi_t)>``), then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...registry import check_choice
 from . import METHODS, Group
 
 __all__ = ["UNCERTAINTY_SCORES", "el2n", "forgetting", "grand", "top_k", "uncertainty", "uniform"]
@@ -43,12 +44,7 @@ def grand(group: Group, k: int, generator: torch.Generator) -> tuple[torch.Tenso
     return top_k(out.residuals.norm(dim=1) * out.augmented_features.norm(dim=1), k), None
 
 
-def _check_uncertainty(score: str) -> None:
-    if score not in UNCERTAINTY_SCORES:
-        raise ValueError(f"score must be one of {UNCERTAINTY_SCORES}, got {score!r}")
-
-
-@METHODS.register("uncertainty", check=_check_uncertainty)
+@METHODS.register("uncertainty", check=lambda score: check_choice("score", score, UNCERTAINTY_SCORES))
 def uncertainty(group: Group, k: int, generator: torch.Generator, score: str = "entropy") -> tuple[torch.Tensor, None]:
     """Uncertainty sampling (Coleman et al. 2020), most uncertain first: ``"least_confidence"`` (largest
     ``1 - max_k p_k``), ``"margin"`` (smallest top-1 minus top-2 probability) or ``"entropy"``.
