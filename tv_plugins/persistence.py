@@ -58,15 +58,26 @@ def digest(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:20]
 
 
+def _moments(t: torch.Tensor) -> dict[str, Any]:
+    """Shape, ``sum |x|``, ``sum x^2`` and position-weighted sums of the absolute row / column sums (rows: the first
+    axis) of a float tensor, in float64: stable under another CPU's last-bit rounding, changed by any real edit,
+    permutation or flip."""
+    flat = t.reshape(len(t), -1) if t.ndim > 1 else t.reshape(-1, 1)
+    weights = [torch.arange(n, dtype=torch.float64) * 0.6180339887498949 % 1 for n in flat.shape]
+    rows, columns = flat.sum(1, dtype=torch.float64).abs(), flat.sum(0, dtype=torch.float64).abs()
+    return {"shape": list(t.shape), "sum_abs": float(flat.abs().sum(dtype=torch.float64)),
+            "sum_sq": float(flat.square().sum(dtype=torch.float64)), "rows": float(rows @ weights[0]),
+            "columns": float(columns @ weights[1])}
+
+
 def describe(value: Any) -> Any:
     """A JSON-like description of a setting for :func:`check_settings`: scalars as they are, integer tensors by
-    :func:`digest`, float tensors by shape, ``sum |x|`` and ``sum x^2`` (float64), modules by their state,
-    optimisers by their hyper-parameters, other objects by their type and public attributes."""
+    :func:`digest`, float tensors by :func:`_moments`, modules by their state, optimisers by their
+    hyper-parameters, other objects by their type and public attributes."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, torch.Tensor) and value.is_floating_point():
-        t = value.detach().double().cpu()
-        return {"shape": list(t.shape), "sum_abs": float(t.abs().sum()), "sum_sq": float(t.square().sum())}
+        return _moments(value.detach().cpu())
     if isinstance(value, torch.Tensor):
         return digest(value)
     if isinstance(value, dict):
