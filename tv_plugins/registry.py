@@ -81,9 +81,6 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
 
-    def __repr__(self) -> str:
-        return f"Registry({self.what}: {sorted(self._entries)})"
-
 
 def check_choice(name: str, value: Any, choices: tuple) -> Any:
     """``value`` if it is one of ``choices``; else ``ValueError`` listing them."""

@@ -14,6 +14,7 @@ video [C, D, H, W]); the field outputs the C channels.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ def siren_parameter_count(dim_in: int, num_layers: int, width: int, dim_out: int
     return dim_in * width + width + (num_layers - 1) * (width * width + width) + width * dim_out + dim_out
 
 
+@lru_cache(maxsize=16)  # the decoding grids of a training run; callers never modify them
 def coordinate_grid(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """All grid points of ``shape`` (row-major) mapped to [-1, 1]: [prod(shape), len(shape)].
 
@@ -128,19 +130,10 @@ class DDiFParameterization(SyntheticParameterization):
         self.omega0_init, self.omega0 = float(omega0_init), float(omega0)
         self.field = BatchedSiren(self.num_instances, len(spatial), channels, width, num_layers, omega0_init, omega0,
                                   generator=torch.Generator().manual_seed(seed))
-        self._grids: dict[tuple[int, ...], torch.Tensor] = {}
 
     @property
     def parameters_per_field(self) -> int:
         return self.field.parameters_per_field
-
-    def _grid(self, shape: tuple[int, ...], device) -> torch.Tensor:
-        key = tuple(shape)
-        grid = self._grids.get(key)
-        if grid is None or grid.device != device or grid.dtype != self.field.weights[0].dtype:
-            grid = coordinate_grid(key, dtype=self.field.weights[0].dtype, device=device)
-            self._grids[key] = grid
-        return grid
 
     def _resolution(self, resolution) -> tuple[int, ...]:
         if resolution is None:
@@ -153,7 +146,8 @@ class DDiFParameterization(SyntheticParameterization):
     def decode_indices(self, indices, resolution=None) -> torch.Tensor:
         """Images [S, C, *resolution]: each field evaluated on the [-1, 1] grid of ``resolution`` (default: spatial)."""
         shape = self._resolution(resolution)
-        values = self.field(self._grid(shape, self.field.weights[0].device), indices)  # [S, P, C]
+        weight = self.field.weights[0]
+        values = self.field(coordinate_grid(shape, dtype=weight.dtype, device=weight.device), indices)  # [S, P, C]
         return values.transpose(1, 2).reshape(values.shape[0], self.channels, *shape)
 
     @classmethod

@@ -19,7 +19,7 @@ from ..data import LabeledTensors, as_labeled_tensors
 from ..networks import ConvNet
 from ..persistence import read_json, read_safetensors
 from ..randomness import seeded
-from ..registry import check_int
+from ..registry import Entry, check_int
 from .augmentation import DSA
 from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
 
@@ -115,13 +115,9 @@ def train_expert_trajectories(dataset, num_experts: int = 100, epochs: int = 50,
     return ExpertTrajectories(torch.stack(trajectories), network, lr)
 
 
-def _expert_settings(expert_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    """``train_expert_trajectories``' keyword arguments with their defaults (TypeError on an unknown one)."""
-    defaults = {n: p.default for n, p in list(inspect.signature(train_expert_trajectories).parameters.items())[1:]}
-    unknown = sorted(set(expert_kwargs or {}) - set(defaults))
-    if unknown:
-        raise TypeError(f"expert_kwargs got unknown option(s) {unknown}; accepted options: {sorted(defaults)}")
-    return {**defaults, **(expert_kwargs or {})}
+#: the options of ``expert_kwargs`` (TypeError on an unknown one), with their defaults
+_EXPERT_OPTIONS = Entry("train_expert_trajectories", train_expert_trajectories, {
+    n: p.default for n, p in list(inspect.signature(train_expert_trajectories).parameters.items())[1:]}, {}, "expert_kwargs")
 
 
 @OBJECTIVES.register("tm")
@@ -145,7 +141,7 @@ class TrajectoryMatching(MatchingObjective):
             raise TypeError(f"experts must be ExpertTrajectories (see train_expert_trajectories), got {type(experts).__name__}")
         if experts is not None and expert_kwargs:
             raise ValueError("pass either experts (a trained buffer) or expert_kwargs (to train one), not both")
-        self.expert_kwargs = _expert_settings(expert_kwargs)
+        self.expert_kwargs = _EXPERT_OPTIONS.resolve(expert_kwargs or {})
         net = experts.network if experts is not None else self.expert_kwargs
         super().__init__(net["depth"], net["width"], net["norm"], dsa, batch_real=1)
         for arg, value, low in (("syn_steps", syn_steps, 0), ("expert_epochs", expert_epochs, 1),

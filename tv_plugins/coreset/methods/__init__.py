@@ -16,13 +16,9 @@ __all__ = ["METHODS", "Group"]
 
 @dataclass(eq=False)
 class Group:
-    """The samples one selection runs on: one class, or the whole dataset when ``balance=False``.
-
-    Attributes:
-        indices: dataset indices ``[n]``, ascending.  label: the class (None for the whole dataset).
-        outputs: last-layer quantities of these samples (None for methods registered with ``needs_model=False``).
-        forgetting: forgetting-event counts ``[n]`` from the warm-up (only with ``needs_forgetting=True``).
-    """
+    """The samples one selection runs on (a class, or the whole dataset with ``balance=False``): their dataset
+    ``indices [n]`` (ascending), the class ``label`` (or None), their last-layer ``outputs`` (None for methods
+    registered with ``needs_model=False``) and warm-up ``forgetting`` counts ``[n]`` (``needs_forgetting=True``)."""
 
     indices: torch.Tensor
     label: int | None = None
