@@ -20,17 +20,19 @@ def _explicit_quantities(model, dataset):
     return per_sample_gradients(z, logits, dataset.targets).numpy(), hessian_diagonal(z, logits).numpy()
 
 
-def _reference_lcmat(G, H, labels, fraction, eps, K, C0=None, weights=False):
-    """numpy: per class, explicit L2/L1 distances, top-K variance coordinates, naive greedy FL."""
+def _reference_lcmat(G, H, labels, fraction, eps, K, C0=None, weights=False, groups=None, kappa=None):
+    """numpy: per class (or per given ``groups`` of indices), explicit L2/L1 distances, top-K variance
+    coordinates, naive greedy FL; ``kappa``: the relative weight ``kappa * median(d_g) / median(d_h)``."""
     out_idx, out_w = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if groups is None else groups
+    for idx in groups:
         k = max(1, int(np.floor(fraction * len(idx) + 0.5)))
         g, h = G[idx], H[idx]
         top = np.argsort(-np.var(h, axis=0), kind="stable")[:K]
         dg = np.sqrt(((g[:, None, :] - g[None, :, :]) ** 2).sum(-1))
         dh = np.abs(h[:, None, top] - h[None, :, top]).sum(-1)
-        d = dg + eps * dh
+        off = ~np.eye(len(idx), dtype=bool)
+        d = dg + (eps if kappa is None else kappa * np.median(dg[off]) / np.median(dh[off])) * dh
         sim = (d.max() if C0 is None else C0) - d
         cur, chosen = np.zeros(len(idx)), []
         for _ in range(k):
@@ -132,9 +134,20 @@ def test_relative_eps_is_kappa_times_median_ratio(blobs, mlp):
     distances, used = lcmat_distances(out, K=8, eps_mode="relative", kappa=0.6)
     assert used == pytest.approx(expected, rel=1e-6)  # float32 forward pass vs float64 logits here
     np.testing.assert_allclose(distances.numpy(), dg + expected * dh, rtol=1e-5, atol=1e-7)
-    ref, _ = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.0, 8)  # sanity: relative differs from eps=0 path
-    assert len(ref) == len(select_coreset(blobs, "lcmat", 0.3, mlp, warmup_epochs=0, progress=False,
-                                          eps_mode="relative", kappa=0.6, K=8))
+    # the whole selection: every class with its own relative weight
+    ref, _ = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, None, 8, kappa=0.6)
+    assert _select(blobs, mlp, eps_mode="relative", kappa=0.6, K=8).indices.tolist() == ref.tolist()
+    assert ref.tolist() != _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.0, 8)[0].tolist()  # not eps = 0
+
+
+def test_unbalanced_selection_is_one_global_facility_location(blobs, mlp):
+    G, H = _explicit_quantities(mlp, blobs)
+    labels = blobs.targets.numpy()
+    ref, _ = _reference_lcmat(G, H, labels, 0.3, 0.05, 6, groups=[np.arange(len(labels))])
+    sel = _select(blobs, mlp, eps=0.05, K=6, balance=False)
+    assert sorted(sel.indices.tolist()) == sorted(ref.tolist()) and len(ref) == round(0.3 * len(labels))
+    assert sel.per_class_counts == {c: int((labels[ref] == c).sum()) for c in range(3)}
+    assert sel.per_class_counts != _select(blobs, mlp, eps=0.05, K=6).per_class_counts  # not the per-class budgets
 
 
 def test_huge_eps_is_facility_location_on_the_hessian_distance_alone(blobs, mlp):

@@ -91,12 +91,6 @@ def test_uniform_depends_on_the_seed_only(blobs, mlp):
     assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
 
 
-def test_unbalanced_selection_uses_one_global_budget(blobs, mlp):
-    sel = _run(blobs, mlp, "lcmat", balance=False)
-    assert len(sel) == math.floor(0.3 * len(blobs) + 0.5)
-    assert sum(sel.per_class_counts.values()) == len(sel)
-
-
 def test_warmup_trains_a_copy_and_is_seeded(blobs, mlp):
     before = {k: v.clone() for k, v in mlp.state_dict().items()}
     a = select_coreset(blobs, "lcmat", 0.3, mlp, warmup_epochs=3, warmup_lr=0.05, batch_size=8, progress=False)
@@ -124,9 +118,14 @@ def test_save_load_roundtrip_is_identical(blobs, mlp, tmp_path):
     assert back.options == sel.options
 
 
-def test_default_model_is_built_and_trained_when_none_is_given(blobs):
-    sel = select_coreset(blobs, "lcmat", 0.3, warmup_epochs=1, batch_size=16, progress=False)
-    assert sel.per_class_counts == per_class_budgets(blobs.targets, 0.3)
+def test_default_model_is_the_documented_mlp_initialised_under_the_seed_and_warmed_up(blobs):
+    sel = select_coreset(blobs, "lcmat", 0.3, warmup_epochs=1, batch_size=16, seed=2, progress=False)
+    torch.manual_seed(2)  # flat [D] inputs: Linear(D, 128) -> ReLU -> Linear(128, classes), initialised under seed
+    explicit = nn.Sequential(nn.Linear(6, 128), nn.ReLU(), nn.Linear(128, 3))
+    same = select_coreset(blobs, "lcmat", 0.3, explicit, warmup_epochs=1, batch_size=16, seed=2, progress=False)
+    assert sel == same  # the same computation in one process: indices and weights bit for bit
+    cold = select_coreset(blobs, "lcmat", 0.3, explicit, warmup_epochs=0, progress=False)
+    assert not torch.equal(cold.indices, sel.indices)  # the selection model was warmed up first
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.01, float("nan")])
