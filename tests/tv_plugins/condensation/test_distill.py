@@ -116,6 +116,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path):
     full = distill(train, "fred", "dm", iterations=4, **run)
     distill(train, "fred", "dm", iterations=2, callbacks=[Checkpoint(tmp_path, every=2)], **run)
     resumed = distill(train, "fred", "dm", iterations=4, callbacks=[Checkpoint(tmp_path, every=2)], **run)
+    # one process: the resumed run repeats the uninterrupted one's operations on restored bytes, so bitwise
     assert torch.equal(full.to_tensors()[0], resumed.to_tensors()[0])
     assert resumed.metadata["losses"] == full.metadata["losses"]
     with pytest.raises(ValueError, match="seed"):

@@ -69,7 +69,7 @@ def test_cluster_size_weights_match_reference_and_sum_to_class_sizes(blobs, mlp)
     ref, ref_w = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.1, 10, weights=True)
     sel = _select(blobs, mlp, eps=0.1, K=10, weights="cluster_size")
     assert sel.indices.tolist() == ref.tolist()
-    np.testing.assert_array_equal(sel.weights.numpy(), ref_w)
+    np.testing.assert_array_equal(sel.weights.numpy(), ref_w)  # cluster sizes are counts
     for c, n in zip(*torch.unique(blobs.targets, return_counts=True)):
         mask = blobs.targets[sel.indices] == c
         assert float(sel.weights[mask].sum()) == float(n)

@@ -74,7 +74,7 @@ def test_every_method_is_balanced_budgeted_deterministic_and_complete_at_fractio
     assert len(torch.unique(sel.indices)) == len(sel.indices)
     assert torch.isfinite(sel.weights).all() and (sel.weights >= 0).all()
     again = _run(blobs, mlp, method)
-    assert torch.equal(sel.indices, again.indices) and torch.equal(sel.weights, again.weights)
+    assert torch.equal(sel.indices, again.indices) and torch.equal(sel.weights, again.weights)  # one process, twice
     everything = _run(blobs, mlp, method, fraction=1.0)
     assert torch.equal(everything.indices.sort().values, torch.arange(len(blobs)))
 
@@ -113,7 +113,7 @@ def test_save_load_roundtrip_is_identical(blobs, mlp, tmp_path):
     sel = _run(blobs, mlp, "gradmatch", fraction=0.5)
     sel.save(tmp_path / "sel.safetensors")
     back = CoresetSelection.load(tmp_path / "sel.safetensors")
-    assert torch.equal(back.indices, sel.indices) and torch.equal(back.weights, sel.weights)
+    assert torch.equal(back.indices, sel.indices) and torch.equal(back.weights, sel.weights)  # the stored bytes
     assert back.per_class_counts == sel.per_class_counts and back.method == "gradmatch"
     assert back.options == sel.options
 

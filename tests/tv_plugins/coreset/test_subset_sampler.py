@@ -40,7 +40,7 @@ def test_weighted_subset_rejects_bad_arguments(blobs, kwargs, match):
 def test_lcmat_subset_is_select_coreset_plus_wrapper(blobs, mlp):
     sub = LCMatSubset(blobs, mlp, 0.3, warmup_epochs=0, progress=False, weights="cluster_size", return_weight=True)
     sel = select_coreset(blobs, "lcmat", 0.3, mlp, warmup_epochs=0, progress=False, weights="cluster_size")
-    assert torch.equal(sub.indices, sel.indices) and torch.equal(sub.weights, sel.weights)
+    assert torch.equal(sub.indices, sel.indices) and torch.equal(sub.weights, sel.weights)  # one process, twice
     for k in range(len(sub)):
         x, y, w = sub[k]
         assert torch.equal(x, blobs[int(sel.indices[k])][0]) and y == blobs[int(sel.indices[k])][1]
