@@ -1,5 +1,11 @@
 """tv_plugins: dataset reduction for torchvision datasets (LCMat coresets, FreD/DDiF condensation)."""
 
+import warnings
+
+with warnings.catch_warnings():  # in Jupyter without ipywidgets tqdm.auto warns once and falls back to text bars
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import tqdm.auto  # noqa: F401
+
 from .condensation import (
     DDiF,
     DDiFParameterization,

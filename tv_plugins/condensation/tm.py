@@ -216,7 +216,7 @@ class TrajectoryMatching(MatchingObjective):
 
     @property
     def learned_lr(self) -> float:
-        return float(self.syn_lr)
+        return float(self.syn_lr.detach())
 
     def state_dict(self) -> dict[str, Any]:
         return {"syn_lr": self.syn_lr.detach().clone(), "lr_optimizer": self.lr_optimizer.state_dict()}

@@ -50,18 +50,15 @@ def _class_rows(synthetic: SyntheticDataset, per_row: int) -> torch.Tensor:
 def plot_grids(sets: dict[str, SyntheticDataset], path: str | Path, max_per_class: int = 6) -> Path:
     """One panel per synthetic set (titled by its key and size), one row per class (labelled with the class),
     up to ``max_per_class`` instances per row, pixels upscaled without smoothing (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot state: works headless and in notebooks
 
     per_row = {name: min(max_per_class, int(torch.bincount(s.to_tensors()[1]).max())) for name, s in sets.items()}
     widths = [0.55 * n + 1.0 for n in per_row.values()]  # inches: the images (10 rows in 5.5 in) plus the labels
-    fig, axes = plt.subplots(1, len(sets), figsize=(sum(widths), 6.4), squeeze=False,
-                             gridspec_kw={"width_ratios": widths})
+    fig = Figure(figsize=(sum(widths), 6.4))
+    axes = fig.subplots(1, len(sets), squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, (name, synthetic) in zip(axes[0], sets.items()):
         grid = _class_rows(synthetic, per_row[name])
-        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         height, classes = synthetic.to_tensors()[0].shape[-2], synthetic.num_classes
         ax.set_yticks([height * (c + 0.5) for c in range(classes)], [f"class {c}" for c in range(classes)])
         ax.set_xticks([])
@@ -71,7 +68,6 @@ def plot_grids(sets: dict[str, SyntheticDataset], path: str | Path, max_per_clas
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return path
 
 

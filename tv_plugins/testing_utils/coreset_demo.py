@@ -76,16 +76,14 @@ def results_table(results: dict) -> str:
 
 def plot_accuracy(results: dict, path: str | Path, title: str = "sklearn digits: coreset selection") -> Path:
     """Accuracy vs fraction, one line per method with mean ± sd error bars over seeds (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot state: works headless and in notebooks
 
     fractions = list(next(iter(results.values())))
     xs = [100 * float(f) for f in fractions]
     styles = ["-", "--", "-.", ":"]
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for i, (label, per_fraction) in enumerate(results.items()):
         accs = [torch.tensor(per_fraction[f]["accuracy"]) for f in fractions]
         ax.errorbar(xs, [float(a.mean()) for a in accs], yerr=[float(a.std()) if len(a) > 1 else 0.0 for a in accs],
@@ -103,7 +101,6 @@ def plot_accuracy(results: dict, path: str | Path, title: str = "sklearn digits:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return path
 
 
