@@ -18,22 +18,7 @@ from tv_plugins.coreset import CoresetSampler, CoresetSelection, select_coreset
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-IMAGES = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-LABELS = torch.arange(4).repeat(10)
 DM = {"depth": 1, "width": 4, "batch_real": 4}
-
-
-class _Points(torch.utils.data.Dataset):
-    def __init__(self, nan_at=None):
-        self.data, self.targets = torch.randn(30, 5, generator=torch.Generator().manual_seed(1)), torch.arange(30) % 3
-        if nan_at is not None:
-            self.data[nan_at, 2] = float("nan")
-
-    def __len__(self):
-        return 30
-
-    def __getitem__(self, i):
-        return self.data[i], int(self.targets[i])
 
 
 def _mlp():
@@ -41,59 +26,59 @@ def _mlp():
     return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
 
 
-def _distill(directory, data=(IMAGES, LABELS), kind="pixel", iterations=2, **kw):
+def _distill(directory, data, kind="pixel", iterations=2, **kw):
     kw.setdefault("objective_kwargs", DM)
     return distill(data, kind, "dm", ipc=2, iterations=iterations, progress=False,
                    callbacks=[Checkpoint(directory, every=1)], **kw)
 
 
-def test_resume_is_refused_when_a_setting_differs_and_names_each_difference(tmp_path):
+def test_resume_is_refused_when_a_setting_differs_and_names_each_difference(tmp_path, tiny_images):
     ddif = {"num_layers": 1, "init_steps": 2}
-    _distill(tmp_path / "ddif", kind="ddif", parameterization_kwargs={"width": 16, **ddif})
+    _distill(tmp_path / "ddif", tiny_images, kind="ddif", parameterization_kwargs={"width": 16, **ddif})
     with pytest.raises(ValueError, match=r"parameterization\.width: 16 \(saved\) vs 24 \(now\)"):
-        _distill(tmp_path / "ddif", kind="ddif", parameterization_kwargs={"width": 24, **ddif})
-    first = _distill(tmp_path / "pixel")
+        _distill(tmp_path / "ddif", tiny_images, kind="ddif", parameterization_kwargs={"width": 24, **ddif})
+    first = _distill(tmp_path / "pixel", tiny_images)
     with pytest.raises(ValueError, match=r"objective\.batch_real: 4 \(saved\) vs 8 \(now\)"):
-        _distill(tmp_path / "pixel", objective_kwargs={**DM, "batch_real": 8})
+        _distill(tmp_path / "pixel", tiny_images, objective_kwargs={**DM, "batch_real": 8})
     with pytest.raises(ValueError, match=r"optimizer\.lr: 1\.0 \(saved\) vs 2\.0 \(now\)"):
-        _distill(tmp_path / "pixel", lr=2.0)
+        _distill(tmp_path / "pixel", tiny_images, lr=2.0)
     with pytest.raises(ValueError, match=r"dataset\.pixels") as err:
-        _distill(tmp_path / "pixel", data=(IMAGES.flip(-1), LABELS))
+        _distill(tmp_path / "pixel", (tiny_images[0].flip(-1), tiny_images[1]))
     assert "dataset.labels" not in str(err.value)  # only what differs is named
     with pytest.raises(ValueError, match=r"dataset\.size: 40 \(saved\) vs 36 \(now\)"):
-        _distill(tmp_path / "pixel", data=(IMAGES[4:], LABELS[4:]))
+        _distill(tmp_path / "pixel", (tiny_images[0][4:], tiny_images[1][4:]))
     # the same settings resume: the finished 2-iteration run is returned as it was saved
-    again = _distill(tmp_path / "pixel")
+    again = _distill(tmp_path / "pixel", tiny_images)
     assert torch.equal(again.to_tensors()[0], first.to_tensors()[0]) and again.metadata["losses"] == first.metadata["losses"]
 
 
-def test_a_damaged_checkpoint_is_named_not_unpickled(tmp_path):
-    _distill(tmp_path)
+def test_a_damaged_checkpoint_is_named_not_unpickled(tmp_path, tiny_images):
+    _distill(tmp_path, tiny_images)
     path = tmp_path / Checkpoint.FILE
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"checkpoint\.pt is incomplete or corrupt .* written by tv_plugins"):
-        _distill(tmp_path)
+        _distill(tmp_path, tiny_images)
 
 
-def test_coreset_sampler_state_is_refused_under_other_settings():
-    sampler = CoresetSampler(_Points(), 0.3, _mlp(), progress=False)
+def test_coreset_sampler_state_is_refused_under_other_settings(points):
+    sampler = CoresetSampler(points(), 0.3, _mlp(), progress=False)
     list(sampler)
     state = sampler.state_dict()
-    CoresetSampler(_Points(), 0.3, _mlp(), progress=False).load_state_dict(state)  # same settings: fine
+    CoresetSampler(points(), 0.3, _mlp(), progress=False).load_state_dict(state)  # same settings: fine
     with pytest.raises(ValueError, match=r"fraction: 0\.3 \(saved\) vs 0\.5 \(now\)"):
-        CoresetSampler(_Points(), 0.5, _mlp(), progress=False).load_state_dict(state)
+        CoresetSampler(points(), 0.5, _mlp(), progress=False).load_state_dict(state)
     with pytest.raises(ValueError, match=r"method: 'lcmat' \(saved\) vs 'craig' \(now\)"):
-        CoresetSampler(_Points(), 0.3, _mlp(), method="craig", progress=False).load_state_dict(state)
+        CoresetSampler(points(), 0.3, _mlp(), method="craig", progress=False).load_state_dict(state)
 
 
 def _truncate(path):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
-def test_truncated_saved_files_name_the_file_and_its_writer(tmp_path):
-    sel = select_coreset(_Points(), "gradmatch", 0.3, _mlp(), warmup_epochs=0, progress=False)
-    synthetic = distill((IMAGES, LABELS), "fred", "dm", ipc=1, iterations=0, progress=False)
-    experts = train_expert_trajectories((IMAGES, LABELS), num_experts=1, epochs=1, depth=1, width=4, progress=False)
+def test_truncated_saved_files_name_the_file_and_its_writer(tmp_path, points, tiny_images):
+    sel = select_coreset(points(), "gradmatch", 0.3, _mlp(), warmup_epochs=0, progress=False)
+    synthetic = distill(tiny_images, "fred", "dm", ipc=1, iterations=0, progress=False)
+    experts = train_expert_trajectories(tiny_images, num_experts=1, epochs=1, depth=1, width=4, progress=False)
     cases = [(sel, CoresetSelection, ("coreset.json", "coreset.safetensors")),
              (synthetic, SyntheticDataset, ("synthetic.json", "synthetic.safetensors")),
              (experts, ExpertTrajectories, ("config.json", "trajectories.safetensors"))]
@@ -116,8 +101,8 @@ def test_documented_save_and_load_names_are_aliases_of_the_pretrained_ones(tmp_p
         assert cls.save is cls.save_pretrained and cls.load.__func__ is cls.from_pretrained.__func__
 
 
-def test_coreset_selection_equality_is_defined(tmp_path):
-    sel = select_coreset(_Points(), "gradmatch", 0.3, _mlp(), warmup_epochs=0, progress=False)
+def test_coreset_selection_equality_is_defined(tmp_path, points):
+    sel = select_coreset(points(), "gradmatch", 0.3, _mlp(), warmup_epochs=0, progress=False)
     sel.save_pretrained(tmp_path)
     back = CoresetSelection.from_pretrained(tmp_path)
     assert back == sel and not back != sel  # safetensors stores the bytes: a reload is equal bit for bit
@@ -130,18 +115,18 @@ def test_coreset_selection_equality_is_defined(tmp_path):
         hash(sel)
 
 
-def test_a_nan_image_is_reported_as_such():
+def test_a_nan_image_is_reported_as_such(points, tiny_images):
     with pytest.raises(ValueError, match=r"item 7 has non-finite pixel values"):
-        select_coreset(_Points(nan_at=7), "lcmat", 0.3, _mlp(), warmup_epochs=0, progress=False)
-    images = IMAGES.clone()
+        select_coreset(points(nan_at=7), "lcmat", 0.3, _mlp(), warmup_epochs=0, progress=False)
+    images = tiny_images[0].clone()
     images[3, 0, 2, 2] = float("inf")
     with pytest.raises(ValueError, match="NaN or inf"):
-        distill((images, LABELS), "pixel", "dm", ipc=1, iterations=1, progress=False)
+        distill((images, tiny_images[1]), "pixel", "dm", ipc=1, iterations=1, progress=False)
     diverged = _mlp()
     with torch.no_grad():
         diverged[2].weight.fill_(3e38)  # finite weights whose logits overflow to inf
     with pytest.raises(FloatingPointError, match="non-finite features or logits for dataset items"):
-        select_coreset(_Points(), "lcmat", 0.3, diverged, warmup_epochs=0, progress=False)
+        select_coreset(points(), "lcmat", 0.3, diverged, warmup_epochs=0, progress=False)
 
 
 def test_pil_items_are_read_as_to_tensor_reads_them_in_selection_and_condensation():
