@@ -79,7 +79,7 @@ def _expert_buffer(dataset: str, args) -> Path:
         sub = torch.randperm(len(train[1]), generator=torch.Generator().manual_seed(0))[: args.expert_subset]
         experts = train_expert_trajectories((train[0][sub], train[1][sub]), num_experts=args.experts,
                                             epochs=args.expert_epochs, progress=False, **NET[dataset])
-        experts.save(buffer)
+        experts.save_pretrained(buffer)
     return buffer
 
 
@@ -146,7 +146,7 @@ def run_one(config: dict, args) -> dict:
             obj_kwargs = {**net_cfg, "batch_real": 64, "outer_loop": loops[0], "inner_loop": loops[1]}
         else:
             iterations = args.tm_iterations
-            experts = ExpertTrajectories.load(_expert_buffer(config["dataset"], args))
+            experts = ExpertTrajectories.from_pretrained(_expert_buffer(config["dataset"], args))
             obj = TrajectoryMatching(experts, syn_steps=10, expert_epochs=2, max_start_epoch=2, lr_lr=1e-5)
             obj_kwargs = None
     lr = LR.get((method, objective))

@@ -155,13 +155,10 @@ class DDiFParameterization(SyntheticParameterization):
                   omega0_init: float = 30.0, omega0: float = 10.0, fields_per_class: int | None = None,
                   init_steps: int = 5000, init_lr: float = 5e-4, seed: int = 0,
                   progress: bool = False) -> DDiFParameterization:
-        """Fit field i to a distinct random real image of its class (full-batch MSE, Adam: DDiF's warm-up).
-
-        All fields are fitted at once: the summed loss gives each field exactly its own MSE gradient and Adam is
-        element-wise, so this equals independent fits. ``init_steps=0`` keeps the random SIREN init.
-
-        Raises ValueError for ipc <= 0, a budget below one field, or a class with fewer than n images.
-        """
+        """Fit field i to a distinct random real image of its class (full-batch MSE, Adam: DDiF's warm-up). All
+        fields are fitted at once: the summed loss gives each field exactly its own MSE gradient and Adam is
+        element-wise, so this equals independent fits; ``init_steps=0`` keeps the random SIREN init. Raises
+        ValueError for ipc <= 0, a budget below one field, or a class with fewer than n images."""
         check_ipc(ipc), check_int("init_steps", init_steps, 0), check_number("init_lr", init_lr, positive=True)
         real = as_labeled_tensors(dataset_or_tensors)
         param = cls(real.num_classes, real.channels, real.spatial, ipc, width=width, num_layers=num_layers,

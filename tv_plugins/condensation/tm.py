@@ -91,17 +91,11 @@ def _train_expert(real: LabeledTensors, network: dict[str, Any], epochs: int, lr
 def train_expert_trajectories(dataset, num_experts: int = 100, epochs: int = 50, lr: float = 0.01,
                               batch_size: int = 256, depth: int = 3, width: int = 128, norm: str = "instance",
                               dsa: str = DEFAULT_DSA, seed: int = 0, progress: bool = True) -> ExpertTrajectories:
-    """Train ``num_experts`` fresh ConvNets on the real data (SGD ``lr``, no momentum or weight decay, DSA on every
-    batch) and record their parameters at epochs 0..``epochs``.
-
-    Expert ``e`` depends only on ``seed + 1000003 e`` (its initialisation, batch order and augmentation), so experts
-    can be trained in any order or split across processes. The caller's global RNG state is not changed.
-
-    Args:
-        dataset: (image, label) dataset or ``(images, labels)`` tensors, square 2-D images.
-    Returns:
-        :class:`ExpertTrajectories` with ``trajectories [num_experts, epochs + 1, P]``.
-    """
+    """Train ``num_experts`` fresh ConvNets on ``dataset`` (``(image, label)`` items or ``(images, labels)``,
+    square 2-D images; SGD ``lr``, no momentum or weight decay, DSA on every batch) and record their parameters
+    at epochs 0..``epochs``: :class:`ExpertTrajectories` ``[num_experts, epochs + 1, P]``. Expert ``e`` depends only
+    on ``seed + 1000003 e`` (initialisation, batch order, augmentation), so experts can be trained in any order or
+    split across processes; the caller's global RNG state is not changed."""
     for arg, value in (("num_experts", num_experts), ("epochs", epochs), ("batch_size", batch_size)):
         check_int(arg, value)
     real = as_labeled_tensors(dataset)

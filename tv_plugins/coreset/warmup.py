@@ -38,12 +38,9 @@ def count_forgetting_events(correct: torch.Tensor) -> torch.Tensor:
 def warm_up(model: nn.Module, dataset: Dataset, labels: torch.Tensor, *, epochs: int, lr: float = 0.1,
             momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
             device: torch.device | str | None = None, progress: bool = True) -> WarmupResult:
-    """Train a deep copy of ``model`` for ``epochs`` epochs (SGD, Nesterov momentum, constant lr, CE mean,
-    the reference's warm-up recipe) on all of ``dataset``; ``model`` itself is not modified.
-
-    Batches come from a ``DataLoader`` (items as in :mod:`tv_plugins.data`) in the order drawn from
-    ``torch.Generator().manual_seed(seed)``: same seed, same warm model.
-    """
+    """Train a deep copy of ``model`` (``model`` is not modified) for ``epochs`` epochs on all of ``dataset``
+    (SGD, Nesterov momentum, constant lr, CE mean: the reference's warm-up recipe), batches from a ``DataLoader``
+    in the order drawn from ``torch.Generator().manual_seed(seed)``: same seed, same warm model."""
     warm = copy.deepcopy(model)
     if device is None:
         param = next(warm.parameters(), None)
