@@ -112,7 +112,8 @@ class DDiFParameterization(SyntheticParameterization):
         spatial = tuple(int(s) for s in spatial)
         if len(spatial) not in (1, 2, 3):
             raise ValueError(f"DDiF coordinates must be 1-, 2- or 3-dimensional; got spatial size {spatial}")
-        check_int("width", width), check_int("num_layers", num_layers)
+        for name, value in (("width", width), ("num_layers", num_layers)):
+            check_int(name, value)
         per_field = siren_parameter_count(len(spatial), num_layers, width, channels)
         budget = ipc * channels * math.prod(spatial)
         if fields_per_class is None:
@@ -159,7 +160,9 @@ class DDiFParameterization(SyntheticParameterization):
         fields are fitted at once: the summed loss gives each field exactly its own MSE gradient and Adam is
         element-wise, so this equals independent fits; ``init_steps=0`` keeps the random SIREN init. Raises
         ValueError for ipc <= 0, a budget below one field, or a class with fewer than n images."""
-        check_ipc(ipc), check_int("init_steps", init_steps, 0), check_number("init_lr", init_lr, positive=True)
+        check_ipc(ipc)
+        check_int("init_steps", init_steps, 0)
+        check_number("init_lr", init_lr, positive=True)
         real = as_labeled_tensors(dataset_or_tensors)
         param = cls(real.num_classes, real.channels, real.spatial, ipc, width=width, num_layers=num_layers,
                     omega0_init=omega0_init, omega0=omega0, fields_per_class=fields_per_class, seed=seed)

@@ -62,12 +62,14 @@ def _build_objective(objective: str | MatchingObjective, options: dict[str, Any]
 
 def _run(state: DistillState) -> None:
     """The loop: callbacks around every ``objective.step``; a non-finite loss stops it with an error."""
+    # objectives written for the earlier step(parameterization, optimizer, real) draw from the seeded global RNG
+    extra = (state.generator,) if "generator" in inspect.signature(state.objective.step).parameters else ()
     for callback in state.callbacks:
         callback.on_distill_begin(state)
     while state.iteration < state.iterations and not state.should_stop:
         for callback in state.callbacks:
             callback.on_iteration_begin(state)
-        loss = state.objective.step(state.parameterization, state.optimizer, state.real, state.generator)
+        loss = state.objective.step(state.parameterization, state.optimizer, state.real, *extra)
         if not math.isfinite(loss):
             raise RuntimeError(f"the {state.objective.name} loss became {loss} at iteration {state.iteration + 1}; "
                                f"lower lr (now {state.optimizer.param_groups[0]['lr']:g})")

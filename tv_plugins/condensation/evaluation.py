@@ -97,7 +97,8 @@ def evaluate_synthetic(synthetic, test_dataset, model: nn.Module | Callable[[], 
     Returns:
         ``{"mean": float, "std": float (population), "runs": [accuracy % per run]}``.
     """
-    check_int("runs", runs), check_int("epochs", epochs, 0)
+    for name, value, minimum in (("runs", runs, 1), ("epochs", epochs, 0)):
+        check_int(name, value, minimum)
     images, labels, metadata = _synthetic_tensors(synthetic)
     test = as_labeled_tensors(test_dataset, "test_dataset")
     if tuple(test.images.shape[1:]) != tuple(images.shape[1:]):

@@ -159,8 +159,11 @@ def medoid_selection(distances: torch.Tensor, k: int, C0: float | str = "auto") 
 
 
 def _check_lcmat(eps: float, K: int, eps_mode: str, kappa: float, C0: float | str, weights: str | None) -> None:
-    check_choice("eps_mode", eps_mode, EPS_MODES), check_choice("weights", weights, WEIGHT_OPTIONS)
-    check_number("eps", eps, minimum=0), check_number("kappa", kappa, minimum=0), check_int("K", K)
+    check_choice("eps_mode", eps_mode, EPS_MODES)
+    check_choice("weights", weights, WEIGHT_OPTIONS)
+    check_number("eps", eps, minimum=0)
+    check_number("kappa", kappa, minimum=0)
+    check_int("K", K)
     if C0 != "auto":
         check_number("C0 (or 'auto')", C0)
 
