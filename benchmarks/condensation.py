@@ -48,7 +48,7 @@ def _data_cache(cache: Path) -> dict[str, Path]:
     from torchvision import transforms as T
 
     from tv_plugins import DigitsDataset, load_fashion_mnist
-    from tv_plugins.condensation.real_data import as_labeled_tensors
+    from tv_plugins.data import as_labeled_tensors
 
     cache.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -79,7 +79,7 @@ def _expert_buffer(dataset: str, args) -> Path:
         sub = torch.randperm(len(train[1]), generator=torch.Generator().manual_seed(0))[: args.expert_subset]
         experts = train_expert_trajectories((train[0][sub], train[1][sub]), num_experts=args.experts,
                                             epochs=args.expert_epochs, progress=False, **NET[dataset])
-        experts.save(buffer)
+        experts.save_pretrained(buffer)
     return buffer
 
 
@@ -111,7 +111,7 @@ def run_one(config: dict, args) -> dict:
         distill,
         evaluate_synthetic,
     )
-    from tv_plugins.condensation.demo import save_grid
+    from tv_plugins.testing_utils.condensation_demo import save_grid
 
     data = torch.load(args.data_dir / f"{config['dataset']}.pt", weights_only=True)
     train, test = data["train"], data["test"]
@@ -146,7 +146,7 @@ def run_one(config: dict, args) -> dict:
             obj_kwargs = {**net_cfg, "batch_real": 64, "outer_loop": loops[0], "inner_loop": loops[1]}
         else:
             iterations = args.tm_iterations
-            experts = ExpertTrajectories.load(_expert_buffer(config["dataset"], args))
+            experts = ExpertTrajectories.from_pretrained(_expert_buffer(config["dataset"], args))
             obj = TrajectoryMatching(experts, syn_steps=10, expert_epochs=2, max_start_epoch=2, lr_lr=1e-5)
             obj_kwargs = None
     lr = LR.get((method, objective))
@@ -164,7 +164,7 @@ def run_one(config: dict, args) -> dict:
         init_seconds = time.perf_counter() - start
     result = evaluate_synthetic(synthetic, test, **evaluate)
     name = f"{config['dataset']}_ipc{config['ipc']}_{config['method']}_{objective.replace('-', 'init')}"
-    grid = save_grid(synthetic, args.grid_dir / f"{name}.png", MEAN[config["dataset"]], STD[config["dataset"]])
+    grid = save_grid(synthetic, args.grid_dir / f"{name}.png")
     assert isinstance(synthetic, SyntheticDataset)
     record.update(accuracy=result, iterations=iterations, instances=len(synthetic),
                   stored_floats=synthetic.num_stored_floats, budget_floats=10 * config["ipc"] * side * side,

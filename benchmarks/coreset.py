@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from tv_plugins import ConvNet, load_fashion_mnist
+from tv_plugins.accuracy import evaluate_accuracy
 from tv_plugins.coreset import select_coreset
-from tv_plugins.coreset.demo import digits_mlp, digits_tensors
-from tv_plugins.coreset.training import TensorDataset, evaluate_accuracy, train_classifier
 from tv_plugins.coreset.warmup import warm_up
+from tv_plugins.data import LabeledTensors
+from tv_plugins.testing_utils import digits_mlp, digits_tensors, train_classifier
 
 FRACTIONS = (0.005, 0.01, 0.05, 0.1)
 # label -> (method, options, train weighted)
@@ -87,7 +88,8 @@ def fashion_setup(seed: int, pool: int, test_size: int, steps: int, width: int, 
         return ConvNet(1, 10, 28, depth=3, width=width, norm="instance")
 
     return {
-        "train": TensorDataset(x_train, train_set.targets[keep]), "test": TensorDataset(x_test, test_set.targets[test_keep]),
+        "train": LabeledTensors(x_train, train_set.targets[keep], 10),
+        "test": LabeledTensors(x_test, test_set.targets[test_keep], 10),
         "fresh": lambda: net(seed + 10_000), "new_selector": lambda: net(seed),
         "warmup": {"epochs": warmup_epochs, "lr": 0.01, "batch_size": 32},
         "train_kwargs": {"epochs": 10_000, "max_steps": steps, "lr": 0.01},
@@ -110,9 +112,9 @@ def run_seed(setup: dict, seed: int, configs: dict) -> dict:
             else:
                 sel = select_coreset(train, method, f, warm, warmup_epochs=0, seed=seed, progress=False, **options)
             seconds = time.perf_counter() - start
-            model = train_classifier(setup["fresh"](), train.data[sel.indices], train.targets[sel.indices],
+            model = train_classifier(setup["fresh"](), train.images[sel.indices], train.labels[sel.indices],
                                      sel.weights if weighted else None, seed=seed, **setup["train_kwargs"])
-            out[label][str(f)] = {"accuracy": evaluate_accuracy(model, test.data, test.targets), "seconds": seconds,
+            out[label][str(f)] = {"accuracy": evaluate_accuracy(model, test.images, test.labels), "seconds": seconds,
                                   "size": len(sel)}
     return out
 

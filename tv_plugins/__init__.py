@@ -1,5 +1,11 @@
 """tv_plugins: dataset reduction for torchvision datasets (LCMat coresets, FreD/DDiF condensation)."""
 
+import warnings
+
+with warnings.catch_warnings():  # in Jupyter without ipywidgets tqdm.auto warns once and falls back to text bars
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import tqdm.auto  # noqa: F401
+
 from .condensation import (
     DDiF,
     DDiFParameterization,
@@ -15,8 +21,8 @@ from .condensation import (
     train_expert_trajectories,
 )
 from .coreset import CoresetSampler, CoresetSelection, LCMatSubset, WeightedSubset, select_coreset
-from .datasets import DEBIAN_FASHION_MNIST_DIR, DigitsDataset, load_fashion_mnist
 from .networks import ConvNet
+from .testing_utils.datasets import DEBIAN_FASHION_MNIST_DIR, DigitsDataset, load_fashion_mnist
 
 __all__ = ["CoresetSampler", "CoresetSelection", "LCMatSubset", "WeightedSubset", "select_coreset",
            "ConvNet", "DEBIAN_FASHION_MNIST_DIR", "DigitsDataset", "load_fashion_mnist",

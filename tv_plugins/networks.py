@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import check_choice
+
 __all__ = ["ConvNet", "NORMS"]
 
 NORMS = ("instance", "batch", "layer", "group", "none")
@@ -56,8 +58,7 @@ class ConvNet(nn.Module):
                             ("depth", depth), ("width", width)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        check_choice("norm", norm, NORMS)
         layers: list[nn.Module] = []
         channels, side = in_channels, image_size
         for _ in range(depth):
@@ -66,11 +67,9 @@ class ConvNet(nn.Module):
                 layers.append(nn.AvgPool2d(kernel_size=2, stride=2))
                 side //= 2
             channels = width
-        self.features = nn.Sequential(*layers)
-        self.feature_dim = width * side * side
+        self.features, self.feature_dim = nn.Sequential(*layers), width * side * side
         self.classifier = nn.Linear(self.feature_dim, num_classes)
-        self.image_size = image_size
-        self.in_channels = in_channels
+        self.image_size, self.in_channels = image_size, in_channels
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``[B, F]`` (what the final linear layer sees)."""

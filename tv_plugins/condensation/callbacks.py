@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..data import LabeledTensors
+from ..persistence import check_settings, describe, digest
+from ..registry import check_choice, check_int
 from .objective import MatchingObjective
 from .parameterization import SyntheticParameterization
-from .real_data import LabeledTensors
 
 __all__ = ["Checkpoint", "DistillCallback", "DistillState", "EarlyStopping", "PeriodicEvaluation", "ProgressBar"]
 
 
 @dataclass
 class DistillState:
-    """What callbacks see. ``iteration`` counts completed iterations; set ``should_stop`` to end the loop."""
+    """What callbacks see. ``iteration`` counts completed iterations; set ``should_stop`` to end the loop;
+    ``generator`` feeds the loop's random draws; ``options``: the parameterization's build options."""
 
     parameterization: SyntheticParameterization
     optimizer: torch.optim.Optimizer
@@ -36,6 +40,8 @@ class DistillState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     should_stop: bool = False
     callbacks: tuple = ()
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def evaluate_now(self, metrics: dict[str, Any]) -> None:
         """Record ``metrics`` (with the current iteration) and call every callback's ``on_evaluate``."""
@@ -48,26 +54,11 @@ class DistillState:
 class DistillCallback:
     """Base class: override any hook. Hooks receive the :class:`DistillState`."""
 
-    def on_distill_begin(self, state: DistillState) -> None:
-        pass
-
-    def on_iteration_begin(self, state: DistillState) -> None:
-        pass
-
-    def on_iteration_end(self, state: DistillState) -> None:
-        pass
-
-    def on_evaluate(self, state: DistillState, metrics: dict[str, Any]) -> None:
-        pass
-
-    def on_distill_end(self, state: DistillState) -> None:
-        pass
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    def on_distill_begin(self, state: DistillState) -> None: ...
+    def on_iteration_begin(self, state: DistillState) -> None: ...
+    def on_iteration_end(self, state: DistillState) -> None: ...
+    def on_evaluate(self, state: DistillState, metrics: dict[str, Any]) -> None: ...
+    def on_distill_end(self, state: DistillState) -> None: ...
 
 
 class PeriodicEvaluation(DistillCallback):
@@ -80,14 +71,13 @@ class PeriodicEvaluation(DistillCallback):
     """
 
     def __init__(self, test_dataset, every: int = 500, restore_best: bool = False, **evaluate_kwargs) -> None:
-        self.test_dataset, self.every = test_dataset, _positive_int("every", every)
-        self.restore_best = bool(restore_best)
+        self.test_dataset, self.every, self.restore_best = test_dataset, check_int("every", every), bool(restore_best)
         self.evaluate_kwargs = {"progress": False, **evaluate_kwargs}
         self._best: tuple[float, dict] | None = None
 
     def _run(self, state: DistillState) -> None:
+        from ..data import as_labeled_tensors
         from .evaluation import evaluate_synthetic
-        from .real_data import as_labeled_tensors
         from .synthetic import SyntheticDataset
 
         self.test_dataset = as_labeled_tensors(self.test_dataset, "test_dataset")  # convert once, reuse
@@ -109,15 +99,44 @@ class PeriodicEvaluation(DistillCallback):
             state.parameterization.load_state_dict(self._best[1])
 
 
+#: version of the checkpoint layout and of the settings it is compared by
+CHECKPOINT_FORMAT = 2
+
+
+def run_settings(state: DistillState) -> dict[str, Any]:
+    """Every setting that changes a distillation's result, as :class:`Checkpoint` compares them (tensors as
+    :func:`~tv_plugins.persistence.describe` summarises them): the parameterization (kind, shape, options, initial
+    storage), the objective and its options, the optimiser, the dataset (size, shape, classes, labels, pixels),
+    ipc, seed and the checkpoint format."""
+    param, real = state.parameterization, state.real
+    return {
+        "format_version": CHECKPOINT_FORMAT,
+        "parameterization": param.kind,
+        **{f"parameterization.{k}": v for k, v in describe({**param.config(), **state.options}).items()},
+        "parameterization.initial_storage": describe(param.state_dict()),
+        "objective": state.objective.name,
+        **{f"objective.{k}": v for k, v in state.objective.settings().items()},
+        **{f"optimizer.{k}": v for k, v in describe(state.optimizer).items()},
+        "dataset.size": len(real.labels), "dataset.image_shape": list(real.images.shape[1:]),
+        "dataset.num_classes": real.num_classes, "dataset.labels": digest(real.labels),
+        "dataset.pixels": describe(real.images),
+        "ipc": param.ipc, "seed": state.seed,
+    }
+
+
 class Checkpoint(DistillCallback):
     """Save the running distillation to ``directory/checkpoint.pt`` every ``every`` iterations; with ``resume=True``
-    a run started with the same arguments continues from the saved iteration and ends bit-identical to an
-    uninterrupted run (storage, optimiser, objective state and RNG state are all restored)."""
+    a run with the same settings continues from the saved iteration and ends bit-identical to an uninterrupted run
+    (storage, optimiser, objective state and RNG states are restored). Resuming under any other
+    :func:`run_settings` (e.g. DDiF ``width``, an objective option, the data, the seed) is a ``ValueError`` naming
+    each difference; ``iterations`` may grow (500 saved iterations resume into a run of 1000).
+    """
 
     FILE = "checkpoint.pt"
 
     def __init__(self, directory: str | os.PathLike, every: int = 100, resume: bool = True) -> None:
-        self.directory, self.every, self.resume = Path(directory), _positive_int("every", every), bool(resume)
+        self.directory, self.every, self.resume = Path(directory), check_int("every", every), bool(resume)
+        self.settings: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -126,23 +145,36 @@ class Checkpoint(DistillCallback):
     def save(self, state: DistillState) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = {
-            "iteration": state.iteration, "seed": state.seed, "losses": list(state.losses),
+            "settings": self.settings, "iteration": state.iteration, "losses": list(state.losses),
             "parameterization": state.parameterization.state_dict(), "optimizer": state.optimizer.state_dict(),
-            "objective": state.objective.state_dict(), "rng": torch.get_rng_state(),
+            "objective": state.objective.state_dict(), "generator": state.generator.get_state(),
+            "rng": torch.get_rng_state(),  # distill's seeded global RNG, for user code that draws from it
         }
         tmp = self.path.with_suffix(".partial")
         torch.save(payload, tmp)
         tmp.replace(self.path)
 
+    def _load(self) -> dict[str, Any]:
+        try:
+            payload = torch.load(self.path, weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+            raise ValueError(f"{self.path} is incomplete or corrupt ({err}); it is written by "
+                             "tv_plugins.condensation.Checkpoint: delete it to start afresh") from err
+        if not isinstance(payload, dict) or "settings" not in payload:
+            raise ValueError(f"{self.path} was written by an older tv_plugins (no settings fingerprint) or is not a "
+                             "distillation checkpoint; delete it to start afresh")
+        return payload
+
     def on_distill_begin(self, state: DistillState) -> None:
+        self.settings = run_settings(state)
         if not (self.resume and self.path.exists()):
             return
-        payload = torch.load(self.path, weights_only=True)
-        if payload["seed"] != state.seed:
-            raise ValueError(f"checkpoint {self.path} was written with seed {payload['seed']}, not {state.seed}")
+        payload = self._load()
+        check_settings(payload["settings"], self.settings, self.path, "distillation checkpoint")
         state.parameterization.load_state_dict(payload["parameterization"])
         state.optimizer.load_state_dict(payload["optimizer"])
         state.objective.load_state_dict(payload["objective"])
+        state.generator.set_state(payload["generator"])
         torch.set_rng_state(payload["rng"])
         state.iteration, state.losses = int(payload["iteration"]), list(payload["losses"])
 
@@ -159,9 +191,8 @@ class EarlyStopping(DistillCallback):
     """
 
     def __init__(self, patience: int = 5, min_delta: float = 0.0, monitor: str = "accuracy") -> None:
-        if monitor not in ("accuracy", "loss"):
-            raise ValueError(f"monitor must be 'accuracy' or 'loss', got {monitor!r}")
-        self.patience, self.min_delta, self.monitor = _positive_int("patience", patience), float(min_delta), monitor
+        check_choice("monitor", monitor, ("accuracy", "loss"))
+        self.patience, self.min_delta, self.monitor = check_int("patience", patience), float(min_delta), monitor
         self.best, self.bad = None, 0
 
     def _update(self, state: DistillState, value: float) -> None:

@@ -1,4 +1,4 @@
-"""DC: gradient matching (Zhao, Mopuri & Bilen, ICLR 2021), with DSA (spec C.2)."""
+"""DC: gradient matching (Zhao, Mopuri & Bilen, ICLR 2021), with DSA."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .objective import DEFAULT_DSA, MatchingObjective
+from ..randomness import draw_seed, spawn
+from ..registry import check_int, check_number
+from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
 
 __all__ = ["GradientMatching", "default_loops", "gradient_distance"]
 
@@ -38,6 +40,7 @@ def default_loops(ipc: int) -> tuple[int, int]:
     return (10, 50) if ipc <= 10 else (50, 10)
 
 
+@OBJECTIVES.register("dc")
 class GradientMatching(MatchingObjective):
     """Per iteration: a fresh ConvNet; ``outer_loop`` times match per-class real/synthetic gradients (one optimiser
     step on the synthetic storage), then train the net ``inner_loop`` epochs on the detached synthetic set (SGD
@@ -49,39 +52,41 @@ class GradientMatching(MatchingObjective):
         Other arguments: see :class:`MatchingObjective`.
     """
 
-    name = "dc"
-
     def __init__(self, depth: int = 3, width: int = 128, norm: str = "instance", dsa: str = DEFAULT_DSA,
                  batch_real: int = 256, outer_loop: int | None = None, inner_loop: int | None = None,
                  inner_lr: float = 0.01) -> None:
         super().__init__(depth, width, norm, dsa, batch_real)
-        for arg, value in (("outer_loop", outer_loop), ("inner_loop", inner_loop)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{arg} must be None or a positive int, got {value!r}")
-        self.outer_loop, self.inner_loop, self.inner_lr = outer_loop, inner_loop, inner_lr
+        self.outer_loop = check_int("outer_loop", outer_loop, optional=True)
+        self.inner_loop = check_int("inner_loop", inner_loop, optional=True)
+        self.inner_lr = check_number("inner_lr", inner_lr, positive=True)
 
-    def step(self, parameterization, optimizer, real) -> float:
+    def _matching_loss(self, net, params, parameterization, real, generators) -> torch.Tensor:
+        """Sum over classes of the distance between real and synthetic gradients (one DSA draw per class)."""
+        loss = 0.0
+        for c, generator in enumerate(generators):
+            seed = draw_seed(generator)
+            x_real = self.augment(real.sample_class(c, self.batch_real, generator), seed)
+            target_real = torch.full((len(x_real),), c, dtype=torch.long)
+            g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(x_real), target_real), params)]
+            x_syn = self.augment(parameterization.decode_indices(parameterization.class_instances(c)), seed)
+            target_syn = torch.full((len(x_syn),), c, dtype=torch.long)
+            g_syn = torch.autograd.grad(F.cross_entropy(net(x_syn), target_syn), params, create_graph=True)
+            loss = loss + gradient_distance(g_real, g_syn)
+        return loss
+
+    def step(self, parameterization, optimizer, real, generator=None) -> float:
         outer_default, inner_default = default_loops(parameterization.ipc)
         outer = self.outer_loop or outer_default
         inner = self.inner_loop or inner_default
-        net = self.network(real)
+        net = self.network(real, generator)
         params = list(net.parameters())
         net_optimizer = torch.optim.SGD(params, lr=self.inner_lr)
         total = 0.0
         for outer_step in range(outer):
-            loss = 0.0
-            for c in range(real.num_classes):
-                seed = self.aug_seed()
-                target_real = torch.full((self.batch_real,), c, dtype=torch.long)
-                x_real = self.augment(real.sample_class(c, self.batch_real), seed)
-                g_real = torch.autograd.grad(F.cross_entropy(net(x_real), target_real[: len(x_real)]), params)
-                g_real = [g.detach() for g in g_real]
-                x_syn = self.augment(parameterization.decode_indices(parameterization.class_instances(c)), seed)
-                target_syn = torch.full((len(x_syn),), c, dtype=torch.long)
-                g_syn = torch.autograd.grad(F.cross_entropy(net(x_syn), target_syn), params, create_graph=True)
-                loss = loss + gradient_distance(g_real, g_syn)
+            loss = self._matching_loss(net, params, parameterization, real,
+                                       spawn(generator, real.num_classes))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=list(p for p in parameterization.parameters()))
+            loss.backward(inputs=list(parameterization.parameters()))
             optimizer.step()
             total += float(loss.detach())
             if outer_step == outer - 1:
@@ -89,10 +94,8 @@ class GradientMatching(MatchingObjective):
             with torch.no_grad():
                 images, labels = parameterization.decode()
             for _ in range(inner):
-                order = torch.randperm(len(labels))
-                for start in range(0, len(labels), 256):
-                    batch = order[start:start + 256]
+                for batch in torch.randperm(len(labels), generator=generator).split(256):
                     net_optimizer.zero_grad(set_to_none=True)
-                    F.cross_entropy(net(self.augment(images[batch])), labels[batch]).backward()
+                    F.cross_entropy(net(self.augment(images[batch], generator=generator)), labels[batch]).backward()
                     net_optimizer.step()
         return total / outer

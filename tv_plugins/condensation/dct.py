@@ -7,7 +7,7 @@
 The orthonormal transform (``norm="ortho"``) is X^o_k = X_k / s_k with s_0 = 2 sqrt(N), s_k = sqrt(2N) (k >= 1),
 so in 2-D ``X^u[k, l] = s_k s_l X^o[k, l]``.
 
-Learning-rate conversion (spec A.1): plain SGD on reference coefficients with rate ``lr_reference`` moves the
+Learning-rate conversion: plain SGD on reference coefficients with rate ``lr_reference`` moves the
 image exactly like SGD on orthonormal coefficients with the per-coefficient rate
 ``lr_reference / (s_k^2 s_l^2)``, i.e. ``lr_reference / (4 H W)`` for k, l >= 1, half that on the first row and
 column and a quarter at (0, 0). :func:`ortho_learning_rates` returns that [H, W] map; a single orthonormal
@@ -21,14 +21,15 @@ from functools import lru_cache
 
 import torch
 
+from ..registry import check_choice
+
 __all__ = ["DCT_CONVENTIONS", "dct2", "dct_matrix", "dct_scales", "idct2", "ortho_learning_rates"]
 
 DCT_CONVENTIONS = ("reference", "ortho")
 
 
 def _check_convention(convention: str) -> None:
-    if convention not in DCT_CONVENTIONS:
-        raise ValueError(f"convention must be one of {DCT_CONVENTIONS}, got {convention!r}")
+    check_choice("convention", convention, DCT_CONVENTIONS)
 
 
 def dct_matrix(n: int, convention: str = "reference", dtype: torch.dtype = torch.float64) -> torch.Tensor:

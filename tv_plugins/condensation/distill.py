@@ -2,42 +2,84 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from ..data import LabeledTensors, as_labeled_tensors
+from ..randomness import seeded
+from ..registry import check_int
+from . import dc, dm, tm  # noqa: F401  (register the objectives)
 from .callbacks import Checkpoint, DistillCallback, DistillState, ProgressBar
-from .dc import GradientMatching
 from .ddif import DDiFParameterization
-from .dm import DistributionMatching
 from .fred import FreDParameterization
-from .objective import MatchingObjective
-from .parameterization import OBJECTIVE_NAMES, SyntheticParameterization, check_ipc, parameterization_class
-from .real_data import as_labeled_tensors
+from .objective import OBJECTIVES, MatchingObjective
+from .parameterization import PARAMETERIZATIONS, SyntheticParameterization, check_ipc
 from .synthetic import SyntheticDataset
-from .tm import TrajectoryMatching, train_expert_trajectories
 
 __all__ = ["DDiF", "FreD", "distill"]
 
 
-def _make_objective(objective, real, kwargs: dict[str, Any], progress: bool) -> MatchingObjective:
+def _with_progress(options: dict[str, Any], accepted: Any, progress: bool) -> dict[str, Any]:
+    """``options`` plus ``progress`` when the target accepts it and the caller did not set it."""
+    return {"progress": progress, **options} if "progress" in accepted else options
+
+
+def _build_parameterization(parameterization: Any, real: LabeledTensors, ipc: int | None, seed: int,
+                            options: dict[str, Any], progress: bool) -> tuple[SyntheticParameterization, dict]:
+    """The storage to train and the ``from_real`` options it was built with."""
+    if isinstance(parameterization, SyntheticParameterization):
+        if options:
+            raise ValueError("parameterization_kwargs apply only when the parameterization is built here")
+        if ipc is not None and ipc != parameterization.ipc:
+            raise ValueError(f"ipc={ipc} differs from the given parameterization's ipc={parameterization.ipc}")
+        return parameterization, {}
+    if ipc is None:
+        raise ValueError("ipc is required when the parameterization is built from the data")
+    cls = PARAMETERIZATIONS[parameterization].target if isinstance(parameterization, str) else parameterization
+    if not (isinstance(cls, type) and issubclass(cls, SyntheticParameterization)):
+        raise TypeError(f"parameterization must be one of {list(PARAMETERIZATIONS)}, a SyntheticParameterization "
+                        f"class or instance, got {parameterization!r}")
+    accepted = inspect.signature(cls.from_real).parameters
+    if cls.kind in PARAMETERIZATIONS and PARAMETERIZATIONS[cls.kind].target is cls:
+        PARAMETERIZATIONS[cls.kind].resolve(options)  # TypeError naming the accepted options
+    param = cls.from_real(real, ipc, seed=seed, **_with_progress(options, accepted, progress))
+    return param, {k: v for k, v in options.items() if k != "progress"}
+
+
+def _build_objective(objective: str | MatchingObjective, options: dict[str, Any], progress: bool) -> MatchingObjective:
     if isinstance(objective, MatchingObjective):
-        if kwargs:
-            raise ValueError("objective_kwargs apply only when objective is given by name")
+        if options:
+            raise ValueError("objective_kwargs apply only when the objective is given by name")
         return objective
-    if objective not in OBJECTIVE_NAMES:
-        raise ValueError(f"objective must be one of {OBJECTIVE_NAMES} or a MatchingObjective, got {objective!r}")
-    if objective == "dm":
-        return DistributionMatching(**kwargs)
-    if objective == "dc":
-        return GradientMatching(**kwargs)
-    kwargs = dict(kwargs)
-    experts = kwargs.pop("experts", None)
-    if experts is None:  # the paper's buffer (100 experts x 50 epochs) unless expert_kwargs says otherwise
-        experts = train_expert_trajectories(real, progress=progress, **kwargs.pop("expert_kwargs", {}))
-    return TrajectoryMatching(experts, **kwargs)
+    entry = OBJECTIVES[objective]
+    entry.resolve(options)  # TypeError naming the accepted options
+    return entry.target(**_with_progress(options, entry.defaults, progress))
+
+
+def _run(state: DistillState) -> None:
+    """The loop: callbacks around every ``objective.step``; a non-finite loss stops it with an error."""
+    # objectives written for the earlier step(parameterization, optimizer, real) draw from the seeded global RNG
+    extra = (state.generator,) if "generator" in inspect.signature(state.objective.step).parameters else ()
+    for callback in state.callbacks:
+        callback.on_distill_begin(state)
+    while state.iteration < state.iterations and not state.should_stop:
+        for callback in state.callbacks:
+            callback.on_iteration_begin(state)
+        loss = state.objective.step(state.parameterization, state.optimizer, state.real, *extra)
+        if not math.isfinite(loss):
+            raise RuntimeError(f"the {state.objective.name} loss became {loss} at iteration {state.iteration + 1}; "
+                               f"lower lr (now {state.optimizer.param_groups[0]['lr']:g})")
+        state.iteration += 1
+        state.loss = loss
+        state.losses.append(loss)
+        for callback in state.callbacks:
+            callback.on_iteration_end(state)
+    for callback in state.callbacks:
+        callback.on_distill_end(state)
 
 
 def distill(dataset, parameterization: str | type[SyntheticParameterization] | SyntheticParameterization = "fred",
@@ -48,81 +90,54 @@ def distill(dataset, parameterization: str | type[SyntheticParameterization] | S
     """Condense ``dataset`` into a small synthetic set.
 
     Args:
-        dataset: torchvision-style dataset of (image, label) (PIL images or tensors, one size) or ``(images, labels)``.
-        parameterization: "pixel" | "fred" | "ddif", a parameterization class (built with ``from_real``), or an
-            already initialised instance.
-        objective: "dm" | "dc" | "tm" or a :class:`MatchingObjective`. For "tm" pass
-            ``objective_kwargs={"experts": train_expert_trajectories(...)}`` (otherwise the paper's 100 x 50-epoch
-            buffer is trained first, or pass ``{"expert_kwargs": {...}}``).
+        dataset: torchvision-style dataset of (image, label) (PIL images, arrays or tensors, one size) or
+            ``(images, labels)``.
+        parameterization: a name in ``PARAMETERIZATIONS`` ("pixel" | "fred" | "ddif"), a parameterization class
+            (built with ``from_real``), or an already initialised instance.
+        objective: a name in ``OBJECTIVES`` ("dm" | "dc" | "tm") or a :class:`MatchingObjective`. For "tm" pass
+            ``objective_kwargs={"experts": train_expert_trajectories(...)}``, or ``{"expert_kwargs": {...}}`` to
+            train the buffer first (default: the paper's 100 x 50-epoch buffer).
         ipc: images-per-class budget (stored floats per class <= ipc * C * H * W).
         iterations: outer distillation iterations.
-        seed: seeds the real-image init and every random draw of the loop: same seed, same synthetic set.
+        seed: seeds the real-image init and a ``torch.Generator`` feeding every random draw of the loop: same seed,
+            same synthetic set. The caller's global RNG state is not changed.
         lr: storage learning rate (default: the parameterization's per-objective default).
-        parameterization_kwargs: passed to ``from_real`` (e.g. ``k`` for FreD, ``width`` for DDiF).
-        objective_kwargs: passed to the objective's constructor when given by name.
+        parameterization_kwargs: options of ``from_real`` (e.g. ``k`` for FreD, ``width`` for DDiF).
+        objective_kwargs: options of the objective's constructor when it is given by name.
         transform: attached to the returned dataset (applied to each decoded image tensor).
         progress: show tqdm bars (adds a :class:`ProgressBar` unless one is given).
         callbacks: :class:`DistillCallback` instances (evaluation, checkpoint/resume, early stop, ...).
 
     Returns:
-        :class:`SyntheticDataset` with ``metadata`` {objective, iterations, seed, learned_lr}.
+        :class:`SyntheticDataset` with ``metadata`` {objective, iterations, seed, learned_lr, losses, evaluations}.
 
     Raises:
-        ValueError: bad arguments, unlabeled data, mismatched image sizes, classes with too few images,
-        a budget too small for the parameterization; RuntimeError if the loss becomes NaN/inf.
+        ValueError: bad arguments or names, unlabeled data, mismatched image sizes, classes with too few images,
+            a budget too small for the parameterization, a checkpoint written with other settings.
+        TypeError: an unknown option.  RuntimeError: the loss becomes NaN/inf.
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
+    check_int("iterations", iterations, 0)
     if ipc is not None:
         check_ipc(ipc)
     for callback in callbacks:
         if not isinstance(callback, DistillCallback):
             raise TypeError(f"callbacks must be DistillCallback instances, got {type(callback).__name__}")
-    parameterization_kwargs = dict(parameterization_kwargs or {})
     real = as_labeled_tensors(dataset)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if isinstance(parameterization, SyntheticParameterization):
-            if parameterization_kwargs:
-                raise ValueError("parameterization_kwargs apply only when the parameterization is built here")
-            if ipc is not None and ipc != parameterization.ipc:
-                raise ValueError(f"ipc={ipc} differs from the given parameterization's ipc={parameterization.ipc}")
-            param = parameterization
-        else:
-            if ipc is None:
-                raise ValueError("ipc is required when the parameterization is built from the data")
-            cls = parameterization_class(parameterization) if isinstance(parameterization, str) else parameterization
-            if not (isinstance(cls, type) and issubclass(cls, SyntheticParameterization)):
-                raise TypeError("parameterization must be 'pixel' | 'fred' | 'ddif', a SyntheticParameterization "
-                                f"class or instance, got {parameterization!r}")
-            if cls is DDiFParameterization:
-                parameterization_kwargs.setdefault("progress", progress)
-            param = cls.from_real(real, ipc, seed=seed, **parameterization_kwargs)
-        obj = _make_objective(objective, real, dict(objective_kwargs or {}), progress)
+    all_callbacks = list(callbacks)
+    all_callbacks.sort(key=lambda c: not isinstance(c, Checkpoint))  # restore first, so the others see the resumed state
+    # built-in code draws from explicit generators; torch's global RNG is seeded too (and restored on exit) for
+    # user parameterizations / objectives that draw from it
+    with seeded(seed):
+        param, options = _build_parameterization(parameterization, real, ipc, seed,
+                                                 dict(parameterization_kwargs or {}), progress)
+        obj = _build_objective(objective, dict(objective_kwargs or {}), progress)
         obj.prepare(real, param)
         optimizer = param.make_optimizer(obj.name, lr)
-        all_callbacks = list(callbacks)
         if progress and not any(isinstance(c, ProgressBar) for c in all_callbacks):
             all_callbacks.append(ProgressBar(f"distill {param.kind}/{obj.name}"))
-        # checkpoints restore first, so the other callbacks start from the resumed state
-        all_callbacks.sort(key=lambda c: not isinstance(c, Checkpoint))
-        state = DistillState(param, optimizer, obj, real, iterations, seed, callbacks=tuple(all_callbacks))
-        for callback in all_callbacks:
-            callback.on_distill_begin(state)
-        while state.iteration < iterations and not state.should_stop:
-            for callback in all_callbacks:
-                callback.on_iteration_begin(state)
-            loss = obj.step(param, optimizer, real)
-            if not math.isfinite(loss):
-                raise RuntimeError(f"the {obj.name} loss became {loss} at iteration {state.iteration + 1}; "
-                                   f"lower lr (now {optimizer.param_groups[0]['lr']:g})")
-            state.iteration += 1
-            state.loss = loss
-            state.losses.append(loss)
-            for callback in all_callbacks:
-                callback.on_iteration_end(state)
-        for callback in all_callbacks:
-            callback.on_distill_end(state)
+        state = DistillState(param, optimizer, obj, real, iterations, seed, callbacks=tuple(all_callbacks),
+                             generator=torch.Generator().manual_seed(seed), options=options)
+        _run(state)
     metadata = {"objective": obj.name, "iterations": state.iteration, "seed": seed, "learned_lr": obj.learned_lr,
                 "losses": state.losses, "evaluations": state.evaluations}
     return SyntheticDataset(param, transform=transform, metadata=metadata)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..randomness import draw_seed, spawn
+from ..registry import check_int
 from .augmentation import DSA
-from .objective import DEFAULT_DSA, MatchingObjective
+from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
 
 __all__ = ["DistributionMatching", "distribution_matching_loss"]
 
@@ -19,46 +21,44 @@ def distribution_matching_loss(net: nn.Module, real: torch.Tensor, synthetic: to
     return (real_mean - synthetic_mean).pow(2).sum()
 
 
+@OBJECTIVES.register("dm")
 class DistributionMatching(MatchingObjective):
     """Per iteration: a fresh random frozen ConvNet; per class, match the mean embedding of ``batch_real`` real images
     and all synthetic instances of the class (``batch_syn`` random ones if set).
 
     Args:
-        step_per_class: False (FreD, spec A.6): sum the class losses and take one step; True (DDiF): one step per class.
+        step_per_class: False (FreD's DM code): sum the class losses and take one step; True (DDiF): one step per class.
         batch_syn: synthetic instances per class per step (None = all).
         Other arguments: see :class:`MatchingObjective`.
     """
 
-    name = "dm"
-
     def __init__(self, depth: int = 3, width: int = 128, norm: str = "instance", dsa: str = DEFAULT_DSA,
                  batch_real: int = 256, step_per_class: bool = False, batch_syn: int | None = None) -> None:
         super().__init__(depth, width, norm, dsa, batch_real)
-        if batch_syn is not None and (isinstance(batch_syn, bool) or not isinstance(batch_syn, int) or batch_syn < 1):
-            raise ValueError(f"batch_syn must be None or a positive int, got {batch_syn!r}")
-        self.step_per_class, self.batch_syn = bool(step_per_class), batch_syn
+        self.step_per_class, self.batch_syn = bool(step_per_class), check_int("batch_syn", batch_syn, optional=True)
 
-    def _class_loss(self, net, parameterization, real, c):
+    def _class_loss(self, net, parameterization, real, c, generator):
         indices = parameterization.class_instances(c)
         if self.batch_syn is not None and self.batch_syn < len(indices):
-            indices = indices[torch.randperm(len(indices))[: self.batch_syn]]
+            indices = indices[torch.randperm(len(indices), generator=generator)[: self.batch_syn]]
         synthetic = parameterization.decode_indices(indices)
-        return distribution_matching_loss(net, real.sample_class(c, self.batch_real), synthetic, self.augment,
-                                          self.aug_seed())
+        return distribution_matching_loss(net, real.sample_class(c, self.batch_real, generator), synthetic,
+                                          self.augment, draw_seed(generator))
 
-    def step(self, parameterization, optimizer, real) -> float:
-        net = self.network(real)
+    def step(self, parameterization, optimizer, real, generator=None) -> float:
+        net = self.network(real, generator)
         net.requires_grad_(False)
+        streams = spawn(generator, real.num_classes)
         total = 0.0
         if self.step_per_class:
             for c in range(real.num_classes):
-                loss = self._class_loss(net, parameterization, real, c)
+                loss = self._class_loss(net, parameterization, real, c, streams[c])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach())
             return total
-        loss = sum(self._class_loss(net, parameterization, real, c) for c in range(real.num_classes))
+        loss = sum(self._class_loss(net, parameterization, real, c, streams[c]) for c in range(real.num_classes))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

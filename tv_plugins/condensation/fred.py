@@ -1,9 +1,9 @@
 """FreD: synthetic instances stored as the DCT coefficients kept by a per-class explained-variance mask.
 
-Instance i of class c decodes to ``idct2(M_c * F_i)`` (spec A.2). Only the ``k`` coefficients per channel
+Instance i of class c decodes to ``idct2(M_c * F_i)`` (FreD, arXiv 2311.08819). Only the ``k`` coefficients per channel
 inside the class mask are stored (the reference code also keeps the others, which never change and never
 influence the image), so the stored floats per class are ``n * k * C <= ipc * C * H * W`` with
-``n = floor(ipc * H * W / k)`` instances per class (spec A.3). The masks cost ``H * W`` bits per class,
+``n = floor(ipc * H * W / k)`` instances per class. The masks cost ``H * W`` bits per class,
 reported separately in :attr:`FreDParameterization.overhead_bits`.
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import as_labeled_tensors
+from ..registry import check_choice
 from .dct import DCT_CONVENTIONS, dct2, idct2
-from .parameterization import SyntheticParameterization, check_ipc
-from .real_data import as_labeled_tensors
+from .parameterization import PARAMETERIZATIONS, SyntheticParameterization, check_ipc
 
 __all__ = ["MASK_SOURCES", "FreDParameterization", "explained_variance_ratio"]
 
@@ -25,7 +26,7 @@ MASK_SOURCES = ("init", "class")
 
 def explained_variance_ratio(coefficients: torch.Tensor) -> torch.Tensor:
     """EVR [H * W] of each frequency: unbiased variance over instances of the channel-averaged coefficients,
-    divided by its sum (spec A.4). ``coefficients [n, C, H, W]`` with n >= 2."""
+    divided by its sum. ``coefficients [n, C, H, W]`` with n >= 2."""
     if coefficients.shape[0] < 2:
         raise ValueError("explained_variance_ratio needs at least 2 instances")
     flat = coefficients.double().mean(dim=1).flatten(1)  # [n, HW]
@@ -36,6 +37,7 @@ def explained_variance_ratio(coefficients: torch.Tensor) -> torch.Tensor:
     return variance / total
 
 
+@PARAMETERIZATIONS.register("fred")
 class FreDParameterization(SyntheticParameterization):
     """Masked-DCT synthetic set (FreD, NeurIPS 2023) for 2-D images.
 
@@ -45,13 +47,11 @@ class FreDParameterization(SyntheticParameterization):
         convention: "reference" (FreD's unnormalised DCT, SciPy ``norm=None``) or "ortho". The mask ranking and
             the learning rates depend on it; see :mod:`tv_plugins.condensation.dct` for the conversion.
 
-    Storage: ``coefficients [K * n, C, k]`` (trainable) and ``mask_indices [K, k]`` (flat row-major frequency
-    indices kept for each class, fixed). Default SGD learning rates (momentum 0.5) are, in pixel-equivalent
-    units, DM 244, DC 0.244, TM 24414 (the reference's 1e6 / 1e3 / 1e8 at 32 x 32); in the reference
-    convention they are multiplied by 4 * H * W.
+    Storage: ``coefficients [K * n, C, k]`` (trainable), ``mask_indices [K, k]`` (each class's kept row-major
+    frequencies, fixed). Default SGD rates (momentum 0.5) in pixel-equivalent units: DM 244, DC 0.244, TM 24414
+    (the reference's 1e6 / 1e3 / 1e8 at 32 x 32), times 4 * H * W in the reference convention.
     """
 
-    kind = "fred"
     default_lrs = {"dm": 1e6 / 4096, "dc": 1e3 / 4096, "tm": 1e8 / 4096}
 
     def __init__(self, num_classes: int, channels: int, spatial: tuple[int, ...], ipc: int, k: int,
@@ -60,13 +60,10 @@ class FreDParameterization(SyntheticParameterization):
         spatial = tuple(int(s) for s in spatial)
         if len(spatial) != 2:
             raise ValueError(f"FreDParameterization handles 2-D images [C, H, W]; got spatial size {spatial}")
-        if convention not in DCT_CONVENTIONS:
-            raise ValueError(f"convention must be one of {DCT_CONVENTIONS}, got {convention!r}")
+        check_choice("convention", convention, DCT_CONVENTIONS)
         hw = spatial[0] * spatial[1]
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= hw:
             raise ValueError(f"k (coefficients per channel per instance) must be an int in 1..H*W={hw}, got {k!r}")
-        if k > ipc * hw:  # unreachable while k <= hw and ipc >= 1, kept for clarity of the budget rule
-            raise ValueError(f"k={k} exceeds the budget ipc*H*W={ipc * hw}")
         super().__init__(num_classes, channels, spatial, ipc, instances_per_class=ipc * hw // k)
         self.k, self.convention = k, convention
         self.coefficients = nn.Parameter(torch.zeros(self.num_instances, channels, k))
@@ -87,19 +84,16 @@ class FreDParameterization(SyntheticParameterization):
     @classmethod
     def from_real(cls, dataset_or_tensors, ipc: int, k: int | None = None, convention: str = "reference",
                   mask_source: str = "init", seed: int = 0) -> FreDParameterization:
-        """Initialise from real images (spec A.4).
+        """Initialise from real images.
 
         For each class, ``n = floor(ipc*H*W/k)`` distinct random real images are transformed; the class mask keeps
-        the ``k`` frequencies of largest explained variance of the channel-averaged coefficients, computed over
-        those n init images (``mask_source="init"``, the reference behaviour) or over every image of the class
-        (``mask_source="class"``, a documented deviation that is more stable). With n = 1 the init ranking is
-        undefined, so the class's images are used instead. ``k`` defaults to H*W // 4.
-
+        the ``k`` frequencies of largest explained variance of the channel-averaged coefficients over those n init
+        images (``mask_source="init"``, the reference) or over all the class's images (``"class"``, a more stable
+        deviation; also used when n = 1, where the init ranking is undefined). ``k`` defaults to H*W // 4.
         Raises ValueError for ipc <= 0, a bad k/convention/mask_source, or a class with fewer than n images.
         """
         check_ipc(ipc)
-        if mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+        check_choice("mask_source", mask_source, MASK_SOURCES)
         real = as_labeled_tensors(dataset_or_tensors)
         if len(real.spatial) != 2:
             raise ValueError(f"FreDParameterization handles 2-D images [C, H, W]; got spatial size {real.spatial}")

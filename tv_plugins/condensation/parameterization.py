@@ -1,4 +1,6 @@
-"""Base class of synthetic-set parameterizations: trainable storage that decodes to labelled images."""
+"""Base class of synthetic-set parameterizations (trainable storage that decodes to labelled images) and their
+registry: a subclass registered with ``@PARAMETERIZATIONS.register(name)`` is usable as ``distill(data, name)``,
+with the keyword parameters of its ``from_real`` as options."""
 
 from __future__ import annotations
 
@@ -8,23 +10,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["OBJECTIVE_NAMES", "SyntheticParameterization", "check_ipc", "parameterization_class"]
+from ..registry import Registry, check_int, check_number
 
-OBJECTIVE_NAMES = ("dm", "dc", "tm")
-_REGISTRY: dict[str, type[SyntheticParameterization]] = {}
+__all__ = ["PARAMETERIZATIONS", "SyntheticParameterization", "check_ipc"]
+
+#: name -> parameterization class; options are the keyword parameters of ``from_real(data, ipc, ...)``.
+PARAMETERIZATIONS = Registry("parameterization", "parameterization", signature_of=lambda cls: cls.from_real, skip=2,
+                             name_attribute="kind")
 
 
 def check_ipc(ipc) -> int:
-    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc <= 0:
-        raise ValueError(f"ipc (images per class) must be a positive int, got {ipc!r}")
-    return ipc
-
-
-def parameterization_class(kind: str) -> type[SyntheticParameterization]:
-    """The parameterization class registered under ``kind`` ("pixel", "fred", "ddif")."""
-    if kind not in _REGISTRY:
-        raise ValueError(f"parameterization must be one of {tuple(_REGISTRY)}, got {kind!r}")
-    return _REGISTRY[kind]
+    return check_int("ipc (images per class)", ipc)
 
 
 class SyntheticParameterization(nn.Module):
@@ -39,22 +35,18 @@ class SyntheticParameterization(nn.Module):
         images-per-class budget.  instances_per_class: n, the number of synthetic instances per class.
     """
 
-    kind: ClassVar[str] = ""
+    kind: ClassVar[str] = ""  # set by PARAMETERIZATIONS.register
     #: default learning rate per objective, in this parameterization's own units.
     default_lrs: ClassVar[dict[str, float]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.kind:
-            _REGISTRY[cls.kind] = cls
+    optimizer_class: ClassVar[type[torch.optim.Optimizer]] = torch.optim.SGD
+    optimizer_options: ClassVar[dict[str, Any]] = {"momentum": 0.5}
 
     def __init__(self, num_classes: int, channels: int, spatial: tuple[int, ...], ipc: int,
                  instances_per_class: int) -> None:
         super().__init__()
         for name, value in (("num_classes", num_classes), ("channels", channels),
                             ("instances_per_class", instances_per_class)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value)
         check_ipc(ipc)
         spatial = tuple(int(s) for s in spatial)
         if not spatial or any(s < 1 for s in spatial):
@@ -63,7 +55,6 @@ class SyntheticParameterization(nn.Module):
         self.instances_per_class = instances_per_class
         self.register_buffer("labels", torch.arange(num_classes).repeat_interleave(instances_per_class))
 
-    # ---- storage accounting -------------------------------------------------------------------------
     @property
     def num_instances(self) -> int:
         return self.num_classes * self.instances_per_class
@@ -88,7 +79,6 @@ class SyntheticParameterization(nn.Module):
         n = self.instances_per_class
         return torch.arange(c * n, (c + 1) * n)
 
-    # ---- decoding -----------------------------------------------------------------------------------
     def decode(self, resolution: int | tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """All instances: ``(images [N, C, *spatial], labels [N])``; differentiable w.r.t. the storage."""
         return self.decode_indices(None, resolution), self.labels
@@ -106,23 +96,22 @@ class SyntheticParameterization(nn.Module):
             raise ValueError(f"{type(self).__name__} decodes only at its training resolution {self.spatial}, got "
                              f"resolution={resolution!r}; use DDiFParameterization for any-resolution decoding")
 
-    # ---- (de)serialisation and optimisation ---------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments (``type(self)(**config)`` rebuilds the same shapes)."""
         return {"num_classes": self.num_classes, "channels": self.channels, "spatial": list(self.spatial),
                 "ipc": self.ipc}
 
     def default_lr(self, objective: str) -> float:
-        if objective not in OBJECTIVE_NAMES:
-            raise ValueError(f"objective must be one of {OBJECTIVE_NAMES}, got {objective!r}")
+        if objective not in self.default_lrs:
+            raise ValueError(f"{type(self).__name__} has no default learning rate for objective {objective!r} "
+                             f"(it has one for {sorted(self.default_lrs)}); pass lr=")
         return self.default_lrs[objective]
 
     def make_optimizer(self, objective: str = "dm", lr: float | None = None) -> torch.optim.Optimizer:
-        """The paper's optimiser for this storage (SGD momentum 0.5 for pixels/FreD, Adam for DDiF)."""
-        lr = self.default_lr(objective) if lr is None else lr
-        if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
-            raise ValueError(f"lr must be a positive finite float, got {lr!r}")
-        return torch.optim.SGD(self.parameters(), lr=lr, momentum=0.5)
+        """The paper's optimiser for this storage at ``lr`` (default :meth:`default_lr`): ``optimizer_class`` with
+        ``optimizer_options`` (SGD momentum 0.5 for pixels / FreD, Adam for DDiF)."""
+        lr = check_number("lr", self.default_lr(objective) if lr is None else lr, positive=True)
+        return self.optimizer_class(self.parameters(), lr=lr, **self.optimizer_options)
 
     def extra_repr(self) -> str:
         return (f"classes={self.num_classes}, instances_per_class={self.instances_per_class}, "

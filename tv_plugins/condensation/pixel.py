@@ -7,19 +7,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .parameterization import SyntheticParameterization, check_ipc
-from .real_data import as_labeled_tensors
+from ..data import as_labeled_tensors
+from ..registry import check_choice
+from .parameterization import PARAMETERIZATIONS, SyntheticParameterization, check_ipc
 
 __all__ = ["PixelParameterization"]
 
 
+@PARAMETERIZATIONS.register("pixel")
 class PixelParameterization(SyntheticParameterization):
     """``ipc`` trainable images per class, ``images [K * ipc, C, *spatial]``; stored floats = ipc * C * H * W per class.
 
     Default learning rates (SGD, momentum 0.5, pixel units): DM 1.0, DC 0.1, TM 100.
     """
 
-    kind = "pixel"
     default_lrs = {"dm": 1.0, "dc": 0.1, "tm": 100.0}
 
     def __init__(self, num_classes: int, channels: int, spatial: tuple[int, ...], ipc: int) -> None:
@@ -33,8 +34,7 @@ class PixelParameterization(SyntheticParameterization):
         Raises ValueError when a class has fewer than ``ipc`` images, ``ipc <= 0`` or ``init`` is unknown.
         """
         check_ipc(ipc)
-        if init not in ("real", "noise"):
-            raise ValueError(f"init must be 'real' or 'noise', got {init!r}")
+        check_choice("init", init, ("real", "noise"))
         real = as_labeled_tensors(dataset_or_tensors)
         real.require_per_class(ipc, f"ipc={ipc}")
         param = cls(real.num_classes, real.channels, real.spatial, ipc)

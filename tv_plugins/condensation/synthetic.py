@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
-from .parameterization import SyntheticParameterization, parameterization_class
+from ..persistence import read_json, read_safetensors
+from .parameterization import PARAMETERIZATIONS, SyntheticParameterization
 
 __all__ = ["SyntheticDataset"]
 
@@ -37,10 +38,8 @@ class SyntheticDataset(Dataset):
                  metadata: dict[str, Any] | None = None) -> None:
         if not isinstance(parameterization, SyntheticParameterization):
             raise TypeError(f"parameterization must be a SyntheticParameterization, got {type(parameterization).__name__}")
-        self.parameterization = parameterization
-        self.transform, self.target_transform = transform, target_transform
-        self.resolution = resolution
-        self.metadata = dict(metadata or {})
+        self.parameterization, self.transform, self.target_transform = parameterization, transform, target_transform
+        self.resolution, self.metadata = resolution, dict(metadata or {})
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def refresh(self) -> None:
@@ -78,31 +77,41 @@ class SyntheticDataset(Dataset):
             label = self.target_transform(label)
         return image, label
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``path/synthetic.safetensors`` (the storage) and ``path/synthetic.json`` (kind, config, metadata).
         Transforms are not saved."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.parameterization.state_dict().items()}
         save_file(state, str(path / _WEIGHTS))
-        config = {"kind": self.parameterization.kind, "config": self.parameterization.config(),
+        config = {"format_version": 1, "kind": self.parameterization.kind, "config": self.parameterization.config(),
                   "resolution": self.resolution, "metadata": self.metadata}
         (path / _CONFIG).write_text(json.dumps(config, indent=2))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, transform: Callable | None = None,
-             target_transform: Callable | None = None) -> SyntheticDataset:
-        """Rebuild a set written by :meth:`save`; it decodes identically."""
-        path = Path(path)
-        if not (path / _CONFIG).exists() or not (path / _WEIGHTS).exists():
-            raise FileNotFoundError(f"{path} does not contain {_CONFIG} and {_WEIGHTS} (written by SyntheticDataset.save)")
-        saved = json.loads((path / _CONFIG).read_text())
-        param = parameterization_class(saved["kind"])(**saved["config"])
-        param.load_state_dict(load_file(str(path / _WEIGHTS)))
+    def from_pretrained(cls, path: str | os.PathLike, transform: Callable | None = None,
+                        target_transform: Callable | None = None) -> SyntheticDataset:
+        """Rebuild a set written by :meth:`save_pretrained`: the storage is restored byte for byte.
+
+        Raises:
+            FileNotFoundError: a file is missing.  ValueError: a file is truncated or corrupt, or the storage
+            does not fit the saved configuration (the message names the file and what wrote it).
+        """
+        path, writer = Path(path), "SyntheticDataset.save_pretrained"
+        saved = read_json(path / _CONFIG, writer, required=("kind", "config"))
+        state = read_safetensors(path / _WEIGHTS, writer)
+        param = PARAMETERIZATIONS[saved["kind"]].target(**saved["config"])
+        try:
+            param.load_state_dict(state)
+        except RuntimeError as err:  # missing / unexpected / mis-shaped tensors
+            raise ValueError(f"{path / _WEIGHTS} does not fit {path / _CONFIG} ({err}); both are written by "
+                             f"{writer}: save the set again") from err
         resolution = saved.get("resolution")
-        if isinstance(resolution, list):
-            resolution = tuple(resolution)
-        return cls(param, transform, target_transform, resolution, saved.get("metadata"))
+        return cls(param, transform, target_transform, tuple(resolution) if isinstance(resolution, list) else resolution,
+                   saved.get("metadata"))
+
+    save = save_pretrained  # the earlier names, kept as aliases
+    load = from_pretrained
 
     def __repr__(self) -> str:
         return (f"SyntheticDataset({self.parameterization.kind}, {len(self)} instances, "

@@ -1,7 +1,8 @@
-"""TM / MTT: trajectory matching (Cazenavette et al., CVPR 2022) against an expert buffer (spec C.4)."""
+"""TM / MTT: trajectory matching (Cazenavette et al., CVPR 2022) against an expert buffer."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -10,13 +11,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from ..data import LabeledTensors, as_labeled_tensors
 from ..networks import ConvNet
-from .objective import DEFAULT_DSA, MatchingObjective
-from .real_data import as_labeled_tensors
+from ..persistence import read_json, read_safetensors
+from ..randomness import seeded
+from ..registry import Entry, check_int
+from .augmentation import DSA
+from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
 
 __all__ = ["ExpertTrajectories", "TrajectoryMatching", "train_expert_trajectories"]
 
@@ -28,6 +33,8 @@ def _flat_parameters(net: torch.nn.Module) -> torch.Tensor:
 class ExpertTrajectories:
     """Expert buffer: ``trajectories [num_experts, epochs + 1, P]`` (flattened ConvNet parameters after each epoch,
     epoch 0 = initialisation) and the ConvNet configuration ``network`` that produced them."""
+
+    WEIGHTS, CONFIG = "trajectories.safetensors", "config.json"
 
     def __init__(self, trajectories: torch.Tensor, network: dict[str, Any], lr: float) -> None:
         if trajectories.ndim != 3 or trajectories.shape[0] < 1 or trajectories.shape[1] < 2:
@@ -45,146 +52,152 @@ class ExpertTrajectories:
     def build_network(self) -> ConvNet:
         return ConvNet(**self.network)
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike) -> None:
         """``path/trajectories.safetensors`` + ``path/config.json``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({"trajectories": self.trajectories.contiguous()}, str(path / "trajectories.safetensors"))
-        (path / "config.json").write_text(json.dumps({"network": self.network, "lr": self.lr}, indent=2))
+        save_file({"trajectories": self.trajectories.contiguous()}, str(path / self.WEIGHTS))
+        (path / self.CONFIG).write_text(json.dumps({"network": self.network, "lr": self.lr}, indent=2))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ExpertTrajectories:
-        path = Path(path)
-        config = json.loads((path / "config.json").read_text())
-        return cls(load_file(str(path / "trajectories.safetensors"))["trajectories"], config["network"], config["lr"])
+    def from_pretrained(cls, path: str | os.PathLike) -> ExpertTrajectories:
+        """Read a buffer written by :meth:`save_pretrained` (the trajectories byte for byte)."""
+        path, writer = Path(path), "ExpertTrajectories.save_pretrained"
+        config = read_json(path / cls.CONFIG, writer, required=("network", "lr"))
+        return cls(read_safetensors(path / cls.WEIGHTS, writer, ("trajectories",))["trajectories"], config["network"],
+                   config["lr"])
+
+    save = save_pretrained  # the earlier names, kept as aliases
+    load = from_pretrained
+
+
+def _train_expert(real: LabeledTensors, network: dict[str, Any], epochs: int, lr: float, batch_size: int,
+                  augment: DSA, seed: int) -> torch.Tensor:
+    """One expert's ``[epochs + 1, P]`` parameter snapshots; everything random in it comes from ``seed``."""
+    with seeded(seed):
+        net = ConvNet(**network)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
+    snapshots = [_flat_parameters(net)]
+    for _ in range(epochs):
+        for batch in torch.randperm(len(real.labels), generator=generator).split(batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(net(augment(real.images[batch], generator=generator)), real.labels[batch]).backward()
+            optimizer.step()
+        snapshots.append(_flat_parameters(net))
+    return torch.stack(snapshots)
 
 
 def train_expert_trajectories(dataset, num_experts: int = 100, epochs: int = 50, lr: float = 0.01,
                               batch_size: int = 256, depth: int = 3, width: int = 128, norm: str = "instance",
                               dsa: str = DEFAULT_DSA, seed: int = 0, progress: bool = True) -> ExpertTrajectories:
-    """Train ``num_experts`` fresh ConvNets on the real data (SGD ``lr``, no momentum or weight decay, DSA on every
-    batch) and record their parameters at epochs 0..``epochs``.
-
-    Args:
-        dataset: (image, label) dataset or ``(images, labels)`` tensors, square 2-D images.
-    Returns:
-        :class:`ExpertTrajectories` with ``trajectories [num_experts, epochs + 1, P]``.
-    """
-    from .augmentation import DSA
-
+    """Train ``num_experts`` fresh ConvNets on ``dataset`` (``(image, label)`` items or ``(images, labels)``,
+    square 2-D images; SGD ``lr``, no momentum or weight decay, DSA on every batch) and record their parameters
+    at epochs 0..``epochs``: :class:`ExpertTrajectories` ``[num_experts, epochs + 1, P]``. Expert ``e`` depends only
+    on ``seed + 1000003 e`` (initialisation, batch order, augmentation), so experts can be trained in any order or
+    split across processes; the caller's global RNG state is not changed."""
     for arg, value in (("num_experts", num_experts), ("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive int, got {value!r}")
+        check_int(arg, value)
     real = as_labeled_tensors(dataset)
     if len(real.spatial) != 2 or real.spatial[0] != real.spatial[1]:
         raise ValueError(f"expert training needs square 2-D images; got spatial size {real.spatial}")
     network = {"in_channels": real.channels, "num_classes": real.num_classes, "image_size": real.spatial[0],
                "depth": depth, "width": width, "norm": norm}
     augment = DSA(dsa)
-    trajectories = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        bar = tqdm(total=num_experts * epochs, desc="expert trajectories", disable=not progress)
-        for _ in range(num_experts):
-            net = ConvNet(**network)
-            optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
-            snapshots = [_flat_parameters(net)]
-            for _ in range(epochs):
-                order = torch.randperm(len(real.labels))
-                for start in range(0, len(order), batch_size):
-                    batch = order[start:start + batch_size]
-                    optimizer.zero_grad(set_to_none=True)
-                    F.cross_entropy(net(augment(real.images[batch])), real.labels[batch]).backward()
-                    optimizer.step()
-                snapshots.append(_flat_parameters(net))
-                bar.update(1)
-            trajectories.append(torch.stack(snapshots))
-        bar.close()
+    trajectories = [_train_expert(real, network, epochs, lr, batch_size, augment, seed + 1_000_003 * e)
+                    for e in tqdm(range(num_experts), desc="expert trajectories", disable=not progress)]
     return ExpertTrajectories(torch.stack(trajectories), network, lr)
 
 
+#: the options of ``expert_kwargs`` (TypeError on an unknown one), with their defaults
+_EXPERT_OPTIONS = Entry("train_expert_trajectories", train_expert_trajectories, {
+    n: p.default for n, p in list(inspect.signature(train_expert_trajectories).parameters.items())[1:]}, {}, "expert_kwargs")
+
+
+@OBJECTIVES.register("tm")
 class TrajectoryMatching(MatchingObjective):
     """MTT loss ``||theta_N - theta*||^2 / ||theta_0 - theta*||^2`` after ``syn_steps`` student SGD steps.
 
     Per iteration: a random expert, a start epoch ``t0`` uniform in ``0..max_start_epoch-1``, target epoch
     ``t0 + expert_epochs``; the student starts at the expert's ``t0`` parameters and takes ``syn_steps`` steps of
-    learnable size ``syn_lr`` (initialised to ``lr_teacher``) on synthetic minibatches of ``batch_syn`` (None = the
-    whole set; minibatches cycle through random permutations) with per-sample DSA. Gradients flow through every
-    step into the synthetic storage and ``syn_lr``; ``syn_lr`` uses SGD(``lr_lr``, momentum 0.5) and is clipped
-    to >= 0.001.
-
-    Args:
-        experts: the buffer from :func:`train_expert_trajectories` (its ConvNet configuration is used).
+    learnable size ``syn_lr`` (initially ``lr_teacher``) on synthetic minibatches of ``batch_syn`` (None = all;
+    cycling through random permutations) with per-sample DSA. Gradients flow through every step into the storage
+    and ``syn_lr`` (SGD ``lr_lr``, momentum 0.5, clipped to >= 0.001). ``experts``: a buffer from
+    :func:`train_expert_trajectories` (its ConvNet is used), or None: :meth:`prepare` trains one on the real data
+    with ``expert_kwargs`` (default: the paper's 100 experts x 50 epochs), showing ``progress``.
     """
 
-    name = "tm"
-
-    def __init__(self, experts: ExpertTrajectories, syn_steps: int = 50, expert_epochs: int = 2,
+    def __init__(self, experts: ExpertTrajectories | None = None, syn_steps: int = 50, expert_epochs: int = 2,
                  max_start_epoch: int = 5, lr_lr: float = 1e-5, lr_teacher: float | None = None,
-                 batch_syn: int | None = None, dsa: str = DEFAULT_DSA) -> None:
-        if not isinstance(experts, ExpertTrajectories):
+                 batch_syn: int | None = None, dsa: str = DEFAULT_DSA, expert_kwargs: dict[str, Any] | None = None,
+                 progress: bool = True) -> None:
+        if experts is not None and not isinstance(experts, ExpertTrajectories):
             raise TypeError(f"experts must be ExpertTrajectories (see train_expert_trajectories), got {type(experts).__name__}")
-        net = experts.network
+        if experts is not None and expert_kwargs:
+            raise ValueError("pass either experts (a trained buffer) or expert_kwargs (to train one), not both")
+        self.expert_kwargs = _EXPERT_OPTIONS.resolve(expert_kwargs or {})
+        net = experts.network if experts is not None else self.expert_kwargs
         super().__init__(net["depth"], net["width"], net["norm"], dsa, batch_real=1)
         for arg, value, low in (("syn_steps", syn_steps, 0), ("expert_epochs", expert_epochs, 1),
                                 ("max_start_epoch", max_start_epoch, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
-        if max_start_epoch - 1 + expert_epochs > experts.epochs:
+            check_int(arg, value, low)
+        epochs = experts.epochs if experts is not None else self.expert_kwargs["epochs"]
+        if max_start_epoch - 1 + expert_epochs > epochs:
             raise ValueError(f"max_start_epoch - 1 + expert_epochs = {max_start_epoch - 1 + expert_epochs} exceeds the "
-                             f"{experts.epochs} recorded expert epochs")
-        if batch_syn is not None and (isinstance(batch_syn, bool) or not isinstance(batch_syn, int) or batch_syn < 1):
-            raise ValueError(f"batch_syn must be None or a positive int, got {batch_syn!r}")
-        self.experts, self.syn_steps, self.expert_epochs = experts, syn_steps, expert_epochs
-        self.max_start_epoch, self.lr_lr, self.batch_syn = max_start_epoch, lr_lr, batch_syn
-        lr_teacher = experts.lr if lr_teacher is None else lr_teacher
+                             f"{epochs} recorded expert epochs")
+        self.syn_steps, self.expert_epochs, self.max_start_epoch = syn_steps, expert_epochs, max_start_epoch
+        self.lr_lr, self.batch_syn, self.progress = lr_lr, check_int("batch_syn", batch_syn, optional=True), progress
+        lr_teacher = (experts.lr if experts is not None else self.expert_kwargs["lr"]) if lr_teacher is None else lr_teacher
         self.syn_lr = torch.tensor(float(lr_teacher), requires_grad=True)
         self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=lr_lr, momentum=0.5)
+        self.experts = None
+        if experts is not None:
+            self._use(experts)
+
+    def _use(self, experts: ExpertTrajectories) -> None:
+        self.experts = experts
         self._net = experts.build_network()
-        self._names = [name for name, _ in self._net.named_parameters()]
-        self._shapes = [p.shape for _, p in self._net.named_parameters()]
+        self._shapes = {name: p.shape for name, p in self._net.named_parameters()}
 
     def prepare(self, real, parameterization) -> None:
         super().prepare(real, parameterization)
+        if self.experts is None:
+            self._use(train_expert_trajectories(real, **{**self.expert_kwargs, "progress": self.progress}))
         expected = {"in_channels": real.channels, "num_classes": real.num_classes, "image_size": real.spatial[0]}
         mismatch = {k: (v, self.experts.network[k]) for k, v in expected.items() if self.experts.network[k] != v}
         if mismatch:
             raise ValueError(f"expert network does not fit the dataset: (dataset, experts) = {mismatch}")
 
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, offset = {}, 0
-        for name, shape in zip(self._names, self._shapes):
-            size = math.prod(shape)
-            out[name] = flat[offset:offset + size].view(shape)
-            offset += size
-        return out
+        pieces = flat.split([math.prod(shape) for shape in self._shapes.values()])
+        return {name: piece.view(shape) for (name, shape), piece in zip(self._shapes.items(), pieces)}
 
-    def matching_loss(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
-                      target: torch.Tensor) -> torch.Tensor:
+    def matching_loss(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Normalised parameter distance after ``syn_steps`` differentiable student steps (scalar)."""
         theta = start.clone().requires_grad_(True)
         order = torch.empty(0, dtype=torch.long)
         batch = len(labels) if self.batch_syn is None else min(self.batch_syn, len(labels))
         for _ in range(self.syn_steps):
             if len(order) < batch:
-                order = torch.cat([order, torch.randperm(len(labels))])
+                order = torch.cat([order, torch.randperm(len(labels), generator=generator)])
             idx, order = order[:batch], order[batch:]
-            logits = functional_call(self._net, self._unflatten(theta), (self.augment(images[idx]),))
+            logits = functional_call(self._net, self._unflatten(theta), (self.augment(images[idx], generator=generator),))
             grad = torch.autograd.grad(F.cross_entropy(logits, labels[idx]), theta, create_graph=True)[0]
             theta = theta - self.syn_lr * grad
         return (theta - target).pow(2).sum() / (start - target).pow(2).sum()
 
-    def sample_segment(self) -> tuple[int, int, int]:
+    def sample_segment(self, generator: torch.Generator | None = None) -> tuple[int, int, int]:
         """(expert index, start epoch t0 in 0..max_start_epoch-1, target epoch t0 + expert_epochs)."""
-        expert = int(torch.randint(self.experts.num_experts, (1,)))
-        t0 = int(torch.randint(self.max_start_epoch, (1,)))
+        expert = int(torch.randint(self.experts.num_experts, (1,), generator=generator))
+        t0 = int(torch.randint(self.max_start_epoch, (1,), generator=generator))
         return expert, t0, t0 + self.expert_epochs
 
-    def step(self, parameterization, optimizer, real) -> float:
-        index, t0, t1 = self.sample_segment()
+    def step(self, parameterization, optimizer, real, generator=None) -> float:
+        index, t0, t1 = self.sample_segment(generator)
         expert = self.experts.trajectories[index]
         images, labels = parameterization.decode()
-        loss = self.matching_loss(images, labels, expert[t0], expert[t1])
+        loss = self.matching_loss(images, labels, expert[t0], expert[t1], generator)
         optimizer.zero_grad(set_to_none=True)
         self.lr_optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
@@ -197,7 +210,7 @@ class TrajectoryMatching(MatchingObjective):
 
     @property
     def learned_lr(self) -> float:
-        return float(self.syn_lr)
+        return float(self.syn_lr.detach())
 
     def state_dict(self) -> dict[str, Any]:
         return {"syn_lr": self.syn_lr.detach().clone(), "lr_optimizer": self.lr_optimizer.state_dict()}

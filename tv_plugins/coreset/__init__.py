@@ -9,29 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from .budgets import per_class_budgets
-from .registry import METHODS, register
+from .methods import METHODS, Group
 from .sampler import CoresetSampler
-from .select import select_coreset
-from .selection import CoresetSelection
-from .weighted_subset import LCMatSubset, WeightedSubset
+from .select import per_class_budgets, select_coreset
+from .subset import CoresetSelection, LCMatSubset, WeightedSubset
 
-__all__ = [
-    "METHODS",
-    "CoresetCallback",
-    "CoresetSampler",
-    "CoresetSelection",
-    "LCMatSubset",
-    "WeightedSubset",
-    "per_class_budgets",
-    "register",
-    "select_coreset",
-]
+register = METHODS.register
+
+__all__ = ["METHODS", "CoresetCallback", "CoresetSampler", "CoresetSelection", "Group", "LCMatSubset", "WeightedSubset",
+           "per_class_budgets", "register", "select_coreset"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "CoresetCallback":
-        from .callback import CoresetCallback
-
+    if name == "CoresetCallback":  # needs transformers, which the `tv` extra does not install
+        try:
+            from .callback import CoresetCallback
+        except ImportError as err:
+            raise ImportError("tv_plugins.coreset.CoresetCallback drives a transformers.Trainer and needs the "
+                              "`transformers` package: pip install transformers (or distill-plugins[hf])") from err
         return CoresetCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,8 @@
 """``CoresetCallback``: drives a :class:`CoresetSampler` inside ``transformers.Trainer.train()``.
 
-Swapping a dataloader from a callback has no effect (the Trainer keeps its own prepared loader), so the
-design is the other way round: the Trainer's train sampler *is* the ``CoresetSampler`` (installed by
-:meth:`CoresetCallback.attach`), the callback hands it the live model at ``on_train_begin`` and the
-sampler re-selects itself when the Trainer calls ``set_epoch`` and starts iterating. This module imports
-transformers; ``tv_plugins`` exposes it lazily.
+Swapping a dataloader from a callback has no effect (the Trainer keeps its prepared loader), so the Trainer's
+train sampler *is* the ``CoresetSampler``, which re-selects itself when an epoch starts; the callback hands it the
+live model. This module imports transformers; ``tv_plugins.coreset`` exposes it lazily.
 """
 
 from __future__ import annotations
@@ -17,6 +15,17 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from .sampler import CoresetSampler
 
 __all__ = ["CoresetCallback"]
+
+
+def _use_train_sampler(trainer: Trainer, sampler: CoresetSampler) -> None:
+    """Make ``trainer`` build its train DataLoader with ``sampler``.
+
+    Works around transformers.Trainer offering no argument for a custom train sampler: ``get_train_dataloader``
+    always asks ``self._get_train_sampler()`` (a RandomSampler or a length-grouped one), so this one method is
+    replaced on this trainer instance only. Subclassing ``Trainer`` and overriding ``_get_train_sampler`` is the
+    equivalent alternative.
+    """
+    trainer._get_train_sampler = lambda *args, **kwargs: sampler
 
 
 def _samplers_of(dataloader: Any) -> list[Any]:
@@ -44,12 +53,10 @@ class CoresetCallback(TrainerCallback):
         CoresetCallback(sampler).attach(trainer)
         trainer.train()
 
-    ``attach`` makes ``trainer`` use ``sampler`` as its train sampler and registers the callback; if you
-    prefer, subclass ``Trainer`` with ``_get_train_sampler`` returning the sampler and pass the callback in
-    ``callbacks=``. ``train_dataset`` and the sampler's ``dataset`` must be index-aligned views of the same
-    data (e.g. a dict-returning view for the Trainer and an ``(image, label)`` view for selection).
-
-    The selections made are in ``sampler.history`` (epoch, indices, weights per selection).
+    ``attach`` makes ``trainer`` use ``sampler`` as its train sampler and registers the callback (or subclass
+    ``Trainer`` with ``_get_train_sampler`` returning the sampler). ``train_dataset`` and the sampler's ``dataset``
+    must be index-aligned views of the same data (e.g. dict items for the Trainer, ``(image, label)`` for
+    selection). The selections made are in ``sampler.history``.
     """
 
     def __init__(self, sampler: CoresetSampler) -> None:
@@ -64,7 +71,7 @@ class CoresetCallback(TrainerCallback):
                 f"trainer.train_dataset has {len(trainer.train_dataset)} samples but the sampler selects from "
                 f"{len(self.sampler.dataset)}; they must be index-aligned views of the same data"
             )
-        trainer._get_train_sampler = lambda *args, **kwargs: self.sampler
+        _use_train_sampler(trainer, self.sampler)
         trainer.add_callback(self)
         return trainer
 

@@ -10,13 +10,14 @@ With ``p = softmax(o)``, ``r = p - onehot(y)`` and ``q = p (1 - p)``:
 * Gram identity ``<g_i, g_j> = (r_i · r_j)(1 + z_i · z_j)``.
 
 Internally the quantities are kept factorised as ``[C, D + 1]`` outer products (column 0 = bias), so
-nothing of size ``N x P`` is materialised unless :func:`per_sample_gradients` is called explicitly.
+nothing of size ``N x P`` is materialised unless :func:`per_sample_gradients` is called explicitly. The closed
+forms are plain differentiable tensor expressions in the dtype of their inputs (selection uses float64).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,15 +25,10 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-__all__ = [
-    "LastLayerOutputs",
-    "extract_last_layer",
-    "find_last_layer",
-    "gradient_distances",
-    "gradient_gram",
-    "hessian_diagonal",
-    "per_sample_gradients",
-]
+from ..data import image_batches
+
+__all__ = ["LastLayerOutputs", "extract_last_layer", "find_last_layer", "gradient_distances", "gradient_gram",
+           "hessian_diagonal", "per_sample_gradients"]
 
 
 def find_last_layer(model: nn.Module, last_layer: nn.Module | str | None = None) -> nn.Linear:
@@ -49,37 +45,27 @@ def find_last_layer(model: nn.Module, last_layer: nn.Module | str | None = None)
     if last_layer is None:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
-            raise ValueError(
-                f"model ({type(model).__name__}) has no nn.Linear layer; coreset selection needs a final linear "
-                "classifier. Pass last_layer=<the nn.Linear producing the logits> (a module or its name)."
-            )
+            raise ValueError(f"model ({type(model).__name__}) has no nn.Linear layer; coreset selection needs a final "
+                             "linear classifier. Pass last_layer=<the nn.Linear producing the logits> (a module or its name).")
         return linears[-1]
-    if isinstance(last_layer, str):
-        try:
-            module = model.get_submodule(last_layer)
-        except AttributeError as err:
-            raise ValueError(f"last_layer={last_layer!r} is not a submodule of the model") from err
-    elif isinstance(last_layer, nn.Module):
-        module = last_layer
-        if not any(m is module for m in model.modules()):
-            raise ValueError("last_layer is not a submodule of the model")
-    else:
+    if not isinstance(last_layer, (str, nn.Module)):
         raise TypeError(f"last_layer must be an nn.Linear, its dotted name or None, got {type(last_layer).__name__}")
+    try:
+        module = model.get_submodule(last_layer) if isinstance(last_layer, str) else last_layer
+    except AttributeError as err:
+        raise ValueError(f"last_layer={last_layer!r} is not a submodule of the model") from err
+    if not any(m is module for m in model.modules()):
+        raise ValueError("last_layer is not a submodule of the model")
     if not isinstance(module, nn.Linear):
         raise ValueError(f"last_layer must be an nn.Linear, got {type(module).__name__}")
     return module
 
 
-@dataclass
+@dataclass(eq=False)
 class LastLayerOutputs:
-    """Head inputs and logits of a set of samples.
-
-    Attributes:
-        features: ``[N, D]`` float64, the input ``z`` of the final linear layer.
-        logits: ``[N, C]`` float64, the output of the final linear layer.
-        labels: ``[N]`` int64.
-        weight: ``[C, D]`` float64 copy of the head weight; ``bias``: ``[C]`` (zeros if the head has none).
-    """
+    """Head inputs and logits of a set of samples: ``features [N, D]`` (the input ``z`` of the final linear
+    layer), ``logits [N, C]``, ``labels [N]`` int64, a copy of the head's ``weight [C, D]`` and ``bias [C]`` (zeros
+    if it has none); float64 when extracted by :func:`extract_last_layer`."""
 
     features: torch.Tensor
     logits: torch.Tensor
@@ -124,14 +110,13 @@ def _flatten_head(per_class: torch.Tensor, per_feature: torch.Tensor) -> torch.T
 
 def per_sample_gradients(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample CE gradients w.r.t. the head ``(b, W)``, ``[N, C (D + 1)]`` (materialised; small N only)."""
-    out = LastLayerOutputs(features.double(), logits.double(), labels, torch.empty(0), torch.empty(0))
+    out = LastLayerOutputs(features, logits, labels, torch.empty(0), torch.empty(0))
     return _flatten_head(out.residuals, out.augmented_features)
 
 
 def hessian_diagonal(features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Per-sample diagonal of the CE Hessian w.r.t. ``(b, W)``, ``[N, C (D + 1)]``; independent of the label."""
-    labels = torch.zeros(len(logits), dtype=torch.long)
-    out = LastLayerOutputs(features.double(), logits.double(), labels, torch.empty(0), torch.empty(0))
+    out = LastLayerOutputs(features, logits, torch.zeros(len(logits), dtype=torch.long), torch.empty(0), torch.empty(0))
     return _flatten_head(out.curvatures, out.augmented_features**2)
 
 
@@ -156,93 +141,87 @@ def _distributed_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _restore_modes(model: nn.Module, modes: Sequence[tuple[nn.Module, bool]]) -> None:
-    for module, training in modes:
-        module.training = training
+def _captured(captured: dict[str, torch.Tensor], out: Any, head: nn.Linear, positions: torch.Tensor):
+    """The head's input and output of one batch, checked against what the model returned."""
+    if "z" not in captured:
+        raise ValueError(f"the layer used as final linear layer ({head}) is not called by model.forward; pass "
+                         "last_layer=<the final nn.Linear> (a module or its dotted name)")
+    z, o = captured["z"], captured["o"]
+    finite = torch.isfinite(z).flatten(1).all(1) & torch.isfinite(o).flatten(1).all(1)
+    if not finite.all():
+        raise FloatingPointError(
+            f"the selection model produced non-finite features or logits for dataset items "
+            f"{positions[~finite][:5].tolist()} although their inputs are finite: its weights diverged "
+            "(lower warmup_lr) or it overflows on these inputs")
+    final = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+    if final is None and isinstance(out, dict):
+        final = out.get("logits")
+    if final is not None and (final.shape != o.shape or not torch.equal(final, o)):
+        raise ValueError(f"the last nn.Linear found ({head}) does not produce the model's output; pass "
+                         "last_layer=<the final nn.Linear> (a module or its dotted name)")
+    if z.ndim != 2:
+        raise ValueError(f"the final linear layer must receive [B, D] features, got {tuple(z.shape)}")
+    return z.detach().double().cpu(), o.detach().double().cpu()
+
+
+def _sum_across_ranks(features: torch.Tensor | None, logits: torch.Tensor | None, n: int):
+    """Every entry is non-zero on at most one rank, so the all-reduced sum is exact."""
+    dims = torch.tensor([0, 0] if features is None else [features.shape[1], logits.shape[1]])
+    dist.all_reduce(dims, op=dist.ReduceOp.MAX)
+    if features is None:
+        features = torch.zeros(n, int(dims[0]), dtype=torch.float64)
+        logits = torch.zeros(n, int(dims[1]), dtype=torch.float64)
+    dist.all_reduce(features)
+    dist.all_reduce(logits)
+    return features, logits
 
 
 @torch.no_grad()
-def extract_last_layer(
-    model: nn.Module,
-    dataset: Dataset,
-    labels: torch.Tensor,
-    *,
-    last_layer: nn.Module | str | None = None,
-    batch_size: int = 128,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> LastLayerOutputs:
-    """One forward pass over ``dataset`` (model in eval mode, restored afterwards) capturing the input and
-    output of the final linear layer with hooks (no model surgery).
+def extract_last_layer(model: nn.Module, dataset: Dataset, labels: torch.Tensor, *,
+                       last_layer: nn.Module | str | None = None, batch_size: int = 128,
+                       device: torch.device | str | None = None, progress: bool = True) -> LastLayerOutputs:
+    """One forward pass over ``dataset`` (a ``DataLoader``; model in eval mode, modes restored afterwards)
+    capturing the input and output of the final linear layer with a hook (no model surgery).
 
     When ``torch.distributed`` is initialised with several processes, batch ``b`` (fixed composition
     ``[b * batch_size, (b + 1) * batch_size)``) is computed by rank ``b % world_size`` and the results are
     summed across ranks, so every rank ends with the same tensors as a single process would compute.
 
     Args:
-        dataset: map-style, items ``(image tensor, label, ...)``; ``labels``: its ``[N]`` labels.
+        dataset: map-style, items ``(image, label, ...)`` (images as in :mod:`tv_plugins.data`); ``labels``: its
+            ``[N]`` labels.
     Raises:
-        ValueError: the head is not the layer producing the model's output, or shapes disagree.
+        ValueError: a non-finite input image, the head is not the layer producing the model's output, or
+            shapes disagree.  FloatingPointError: the model's features or logits are not finite.
     """
     head = find_last_layer(model, last_layer)
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
     param = next(model.parameters(), None)
+    device = torch.device(device if device is not None else (param.device if param is not None else "cpu"))
     if param is not None and param.device.type != device.type:
         raise ValueError(f"device={device} but the model's parameters are on {param.device}; move the model first")
     n = len(dataset)
     rank, world = _distributed_world()
+    batches = [range(s, min(n, s + batch_size)) for b, s in enumerate(range(0, n, batch_size)) if b % world == rank]
     captured: dict[str, torch.Tensor] = {}
-
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        captured["z"], captured["o"] = inputs[0], output
-
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    handle = head.register_forward_hook(hook)
+    handle = head.register_forward_hook(lambda module, inputs, output: captured.update(z=inputs[0], o=output))
     features = logits = None
     try:
-        starts = list(range(0, n, batch_size))
-        mine = [s for b, s in enumerate(starts) if b % world == rank]
-        for start in tqdm(mine, desc="last-layer features", disable=not progress, leave=False):
-            items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-            x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(device)
+        for positions, x, _ in tqdm(image_batches(dataset, batches), total=len(batches), desc="last-layer features",
+                                    disable=not progress, leave=False):
             captured.clear()
-            out = model(x)
-            if "z" not in captured:
-                raise ValueError(
-                    f"the layer used as final linear layer ({head}) is not called by model.forward; pass "
-                    "last_layer=<the final nn.Linear> (a module or its dotted name)"
-                )
-            z, o = captured["z"], captured["o"]
-            final = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
-            if isinstance(out, dict) and final is None:
-                final = out.get("logits")
-            if final is not None and (final.shape != o.shape or not torch.equal(final, o)):
-                raise ValueError(
-                    f"the last nn.Linear found ({head}) does not produce the model's output; pass "
-                    "last_layer=<the final nn.Linear> (a module or its dotted name)"
-                )
-            if z.ndim != 2:
-                raise ValueError(f"the final linear layer must receive [B, D] features, got {tuple(z.shape)}")
+            z, o = _captured(captured, model(x.to(device)), head, positions)
             if features is None:
                 features = torch.zeros(n, z.shape[1], dtype=torch.float64)
                 logits = torch.zeros(n, o.shape[1], dtype=torch.float64)
-            features[start : start + len(items)] = z.detach().double().cpu()
-            logits[start : start + len(items)] = o.detach().double().cpu()
+            features[positions], logits[positions] = z, o
     finally:
         handle.remove()
-        _restore_modes(model, modes)
+        for module, training in modes:
+            module.training = training
     if world > 1:
-        dims = torch.tensor([0, 0] if features is None else list(features.shape[1:]) + list(logits.shape[1:]))
-        dist.all_reduce(dims, op=dist.ReduceOp.MAX)
-        if features is None:
-            features = torch.zeros(n, int(dims[0]), dtype=torch.float64)
-            logits = torch.zeros(n, int(dims[1]), dtype=torch.float64)
-        dist.all_reduce(features)  # every entry is non-zero on at most one rank: the sum is exact
-        dist.all_reduce(logits)
+        features, logits = _sum_across_ranks(features, logits, n)
     weight = head.weight.detach().double().cpu()
     bias = head.bias.detach().double().cpu() if head.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
     if logits.shape[1] != weight.shape[0]:

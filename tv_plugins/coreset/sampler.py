@@ -12,21 +12,22 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
-from .budgets import check_fraction, group_budget
-from .labels import dataset_labels
-from .selection import CoresetSelection
+from ..data import dataset_labels
+from ..persistence import check_settings, describe, digest
+from ..registry import check_int
+from .methods import METHODS
+from .select import check_fraction, group_budget, select_coreset
+from .subset import CoresetSelection
 
 __all__ = ["CoresetSampler"]
 
 
 class CoresetSampler(Sampler[int]):
-    """Yields dataset indices of the current coreset, shuffled per epoch.
-
-    At the start of an epoch ``e`` with ``(e - first_epoch) % every_k_epochs == 0`` (and ``e >= first_epoch``)
-    it runs ``select_coreset(dataset, method, fraction, model, warmup_epochs=0, seed=seed + e, ...)`` on the
-    current parameters of ``model`` (train/eval modes are restored afterwards). The epoch is set with
-    :meth:`set_epoch` (what ``Trainer`` and ``DistributedSampler`` users call); without it, every new
-    iteration advances the epoch by one.
+    """Yields dataset indices of the current coreset, shuffled per epoch. At the start of an epoch ``e`` with
+    ``e >= first_epoch`` and ``(e - first_epoch) % every_k_epochs == 0`` it runs ``select_coreset(dataset, method,
+    fraction, model, warmup_epochs=0, seed=seed + e, ...)`` on the current ``model`` (modes restored). The epoch
+    comes from :meth:`set_epoch` (as ``Trainer`` and ``DistributedSampler`` users call it), else each new
+    iteration advances it by one.
 
     Args:
         dataset: the full dataset (items ``(image, label)``) used for selection.
@@ -40,47 +41,22 @@ class CoresetSampler(Sampler[int]):
             ``last_layer``, ``progress`` and method options such as ``eps``/``weights``).
     """
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        fraction: float,
-        model: nn.Module | None = None,
-        method: str = "lcmat",
-        every_k_epochs: int = 1,
-        first_epoch: int = 0,
-        seed: int = 0,
-        shuffle: bool = True,
-        weighted_sampling: bool = False,
-        **select_kwargs: Any,
-    ) -> None:
-        from .registry import METHODS
-        from .select import select_coreset  # noqa: F401  (registers the methods)
-
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    def __init__(self, dataset: Dataset, fraction: float, model: nn.Module | None = None, method: str = "lcmat",
+                 every_k_epochs: int = 1, first_epoch: int = 0, seed: int = 0, shuffle: bool = True,
+                 weighted_sampling: bool = False, **select_kwargs: Any) -> None:
         for name, value, minimum in (("every_k_epochs", every_k_epochs, 1), ("first_epoch", first_epoch, 0),
                                      ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            check_int(name, value, minimum)
         if "warmup_epochs" in select_kwargs:
             raise TypeError("CoresetSampler selects from the live model; warmup_epochs is not accepted")
-        METHODS[method].check_options({k: v for k, v in select_kwargs.items() if k not in _SELECT_ARGS})
-        self.dataset = dataset
-        self.fraction = check_fraction(fraction)
-        self.model = model
-        self.method = method
-        self.every_k_epochs = every_k_epochs
-        self.first_epoch = first_epoch
-        self.seed = seed
-        self.shuffle = shuffle
-        self.weighted_sampling = weighted_sampling
-        self.select_kwargs = select_kwargs
+        METHODS[method].resolve({k: v for k, v in select_kwargs.items() if k not in _SELECT_ARGS})
+        self.dataset, self.fraction, self.model, self.method = dataset, check_fraction(fraction), model, method
+        self.every_k_epochs, self.first_epoch, self.seed = every_k_epochs, first_epoch, seed
+        self.shuffle, self.weighted_sampling, self.select_kwargs = shuffle, weighted_sampling, select_kwargs
         labels = dataset_labels(dataset)
-        balance = select_kwargs.get("balance", True)
-        sizes = torch.unique(labels, return_counts=True)[1].tolist() if balance else [len(labels)]
+        sizes = torch.unique(labels, return_counts=True)[1].tolist() if select_kwargs.get("balance", True) else [len(labels)]
         self._length = sum(group_budget(self.fraction, n) for n in sizes)
-        self.epoch = 0
-        self._epoch_pending = True  # the next __iter__ uses self.epoch without advancing it
+        self.epoch, self._epoch_pending = 0, True  # a pending epoch: the next __iter__ uses it without advancing
         self.selection: CoresetSelection | None = None
         self.selected_at: int | None = None
         self.history: list[dict[str, Any]] = []
@@ -98,8 +74,6 @@ class CoresetSampler(Sampler[int]):
 
     def reselect(self, model: nn.Module | None = None) -> CoresetSelection:
         """Select now from ``model`` (default: ``self.model``) and record it in ``history``."""
-        from .select import select_coreset
-
         model = self.model if model is None else model
         if model is None and self.method != "uniform":
             raise RuntimeError("CoresetSampler has no model: pass model= or let CoresetCallback attach it")
@@ -132,20 +106,29 @@ class CoresetSampler(Sampler[int]):
         lookup[self.selection.indices] = self.selection.weights
         return lookup[torch.as_tensor(indices, dtype=torch.long)]
 
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes which indices the sampler yields (the dataset by size and label digest)."""
+        labels = dataset_labels(self.dataset)
+        return describe({"method": self.method, "fraction": self.fraction, "seed": self.seed,
+                         "every_k_epochs": self.every_k_epochs, "first_epoch": self.first_epoch,
+                         "shuffle": self.shuffle, "weighted_sampling": self.weighted_sampling,
+                         **{k: v for k, v in self.select_kwargs.items() if k not in ("progress", "device")},
+                         "dataset.size": len(labels), "dataset.labels": digest(labels)})
+
     def state_dict(self) -> dict[str, Any]:
-        """Epoch, current selection and history (plain Python types: JSON/torch.save friendly)."""
+        """Settings, epoch, current selection and history (plain Python types: JSON/torch.save friendly)."""
         current = None
         if self.selection is not None:
             current = {"indices": self.selection.indices.tolist(), "weights": self.selection.weights.tolist(),
                        "per_class_counts": {str(k): v for k, v in self.selection.per_class_counts.items()},
                        "method": self.selection.method, "options": self.selection.options}
-        return {"epoch": self.epoch, "selected_at": self.selected_at, "selection": current,
-                "history": [dict(h) for h in self.history]}
+        return {"settings": self.settings(), "epoch": self.epoch, "selected_at": self.selected_at,
+                "selection": current, "history": [dict(h) for h in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
-        self._epoch_pending = True
-        self.selected_at = state["selected_at"]
+        """Restore :meth:`state_dict`; a ``ValueError`` naming each setting that differs from this sampler's."""
+        check_settings(state.get("settings", {}), self.settings(), "the state dict", "CoresetSampler state")
+        self.epoch, self._epoch_pending, self.selected_at = int(state["epoch"]), True, state["selected_at"]
         self.history = [dict(h) for h in state["history"]]
         current = state["selection"]
         self.selection = None if current is None else CoresetSelection(

@@ -11,6 +11,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..data import image_batches
+
 __all__ = ["WarmupResult", "count_forgetting_events", "warm_up"]
 
 
@@ -33,25 +35,12 @@ def count_forgetting_events(correct: torch.Tensor) -> torch.Tensor:
     return torch.where(never_learnt, torch.full_like(events, correct.shape[0]), events)
 
 
-def warm_up(
-    model: nn.Module,
-    dataset: Dataset,
-    labels: torch.Tensor,
-    *,
-    epochs: int,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 128,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> WarmupResult:
-    """Train a deep copy of ``model`` for ``epochs`` epochs (SGD, Nesterov momentum, constant lr, CE mean,
-    the reference's warm-up recipe) on all of ``dataset``; ``model`` itself is not modified.
-
-    The sample order comes from ``torch.Generator().manual_seed(seed)``: same seed, same warm model.
-    """
+def warm_up(model: nn.Module, dataset: Dataset, labels: torch.Tensor, *, epochs: int, lr: float = 0.1,
+            momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
+            device: torch.device | str | None = None, progress: bool = True) -> WarmupResult:
+    """Train a deep copy of ``model`` (``model`` is not modified) for ``epochs`` epochs on all of ``dataset``
+    (SGD, Nesterov momentum, constant lr, CE mean: the reference's warm-up recipe), batches from a ``DataLoader``
+    in the order drawn from ``torch.Generator().manual_seed(seed)``: same seed, same warm model."""
     warm = copy.deepcopy(model)
     if device is None:
         param = next(warm.parameters(), None)
@@ -67,11 +56,9 @@ def warm_up(
     bar = tqdm(total=epochs * ((n + batch_size - 1) // batch_size), desc="warm-up", disable=not progress, leave=False)
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            x = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in idx]).to(device)
+        for idx, x, _ in image_batches(dataset, [b.tolist() for b in order.split(batch_size)]):
             y = labels[idx].to(device)
-            out = warm(x)
+            out = warm(x.to(device))
             logits = out if isinstance(out, torch.Tensor) else out["logits"]
             loss = nn.functional.cross_entropy(logits, y)
             correct[epoch, idx] = (logits.argmax(1) == y).cpu()

@@ -1,12 +1,8 @@
-"""Condensation tests run tiny networks: one intra-op thread is far faster than two on a loaded 2-core machine."""
+"""Every condensation test runs single-threaded (see tests/tv_plugins/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _condensation_single_thread(single_thread):
     yield
-    torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ def test_same_seed_same_transform_and_one_draw_for_the_whole_batch():
     x = torch.randn(6, 3, 8, 8)
     for seed in range(12):  # covers every group
         a = aug(x, seed)
-        assert torch.equal(a, aug(x, seed))
+        assert torch.equal(a, aug(x, seed))  # same input, seed and kernels in one process: bitwise
         # siamese: augmenting two halves separately with the same seed equals augmenting the stack
         assert torch.allclose(torch.cat([aug(x[:3], seed), aug(x[3:], seed)]), a, atol=1e-6)
 
@@ -29,7 +29,7 @@ def test_flip_crop_and_cutout_against_explicit_operations():
                 shifted = torch.zeros_like(x)
                 src = x[:, :, max(0, -dy):8 - max(0, dy), max(0, -dx):8 - max(0, dx)]
                 shifted[:, :, max(0, dy):8 - max(0, -dy), max(0, dx):8 - max(0, -dx)] = src
-                matches.append(torch.equal(shifted, y))
+                matches.append(torch.equal(shifted, y))  # nearest sampling copies pixel values: exact
         assert sum(matches) == 1
     cutout = DSA("cutout")
     y = cutout(torch.ones(3, 2, 8, 8))
@@ -59,7 +59,7 @@ def test_color_matches_explicit_formula_and_gradients_flow():
 
 def test_identity_and_bad_strategy():
     x = torch.randn(2, 1, 4, 4)
-    assert torch.equal(DSA("")(x, 0), x)
+    assert torch.equal(DSA("")(x, 0), x)  # the identity returns its input
     with pytest.raises(ValueError, match="unknown DSA group"):
         DSA("color_blur")
     with pytest.raises(ValueError, match="B, C, H, W"):

@@ -35,7 +35,7 @@ def test_orthonormal_variant_and_scaling_identities(n):
     x = torch.randn(n, n, dtype=torch.float64)
     assert torch.allclose(dct2(x, "reference"), torch.diag(s) @ dct2(x, "ortho") @ torch.diag(s), atol=1e-9)
     a = torch.linalg.inv(dct_matrix(n, "reference"))
-    diag = torch.diagonal(a.T @ a)  # per frequency: 1/(4N) at index 0 and 1/(2N) elsewhere (spec F.3-2)
+    diag = torch.diagonal(a.T @ a)  # per frequency: 1/(4N) at index 0 and 1/(2N) elsewhere (a property of the DCT-II matrix)
     assert torch.allclose(diag[0], torch.tensor(1 / (4 * n), dtype=torch.float64))
     assert torch.allclose(diag[1:], torch.full((n - 1,), 1 / (2 * n), dtype=torch.float64))
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tv_plugins.condensation import DDiFParameterization, siren_parameter_count
-from tv_plugins.condensation.siren import BatchedSiren, coordinate_grid
+from tv_plugins.condensation.ddif import BatchedSiren, coordinate_grid
 
 
 def _reference_siren(dim_in, num_layers, width, dim_out):
@@ -59,7 +59,7 @@ def test_decode_layout_matches_field_outputs():
     images = param.decode()[0]
     assert images.shape == (param.num_instances, 3, 6, 6)
     i, j, ch = 2, 5, 1
-    assert torch.equal(images[:, ch, i, j], out[:, i * 6 + j, ch])
+    assert torch.equal(images[:, ch, i, j], out[:, i * 6 + j, ch])  # decode is this very call, reshaped: bitwise
 
 
 def test_decode_at_2h_minus_1_contains_the_training_decode_at_even_pixels():
@@ -125,7 +125,7 @@ def test_one_and_three_dimensional_coordinates():
     assert out.shape == (param3.num_instances, 1, 4, 5, 6)
     grid = coordinate_grid((4, 5, 6))
     assert grid[1 * 30 + 2 * 6 + 3].tolist() == pytest.approx([2 / 3 - 1, 2 * 2 / 4 - 1, 2 * 3 / 5 - 1])
-    assert torch.equal(out[:, 0, 1, 2, 3], param3.field(grid)[:, 1 * 30 + 2 * 6 + 3, 0])
+    assert torch.equal(out[:, 0, 1, 2, 3], param3.field(grid)[:, 1 * 30 + 2 * 6 + 3, 0])  # the same call: bitwise
 
 
 def test_invalid_arguments_raise():

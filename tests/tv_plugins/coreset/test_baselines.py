@@ -6,9 +6,10 @@ import torch
 from scipy.optimize import nnls
 
 from tv_plugins.coreset import select_coreset
-from tv_plugins.coreset.greedy import graph_cut_greedy, kcenter_greedy
 from tv_plugins.coreset.last_layer import per_sample_gradients
-from tv_plugins.coreset.methods.gradmatch import omp_select
+from tv_plugins.coreset.methods.embedding import kcenter_order
+from tv_plugins.coreset.methods.facility_location import graph_cut_greedy
+from tv_plugins.coreset.methods.gradient_matching import omp_select
 from tv_plugins.coreset.warmup import count_forgetting_events
 
 
@@ -73,7 +74,7 @@ def test_herding_picks_the_textbook_argmin(blobs, mlp):
 
 def test_kcenter_greedy_is_farthest_first():
     x = torch.randn(30, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    picks = kcenter_greedy(x, 6, first=3).tolist()
+    picks = kcenter_order(x, 6, first=3).tolist()
     chosen = [3]
     for _ in range(5):
         d = np.min(np.linalg.norm(x.numpy()[:, None] - x.numpy()[chosen][None], axis=2), axis=1)

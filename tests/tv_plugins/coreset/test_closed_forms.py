@@ -11,7 +11,7 @@ from tv_plugins.coreset.last_layer import (
     hessian_diagonal,
     per_sample_gradients,
 )
-from tv_plugins.coreset.methods.lcmat import curvature_coordinates
+from tv_plugins.coreset.methods.facility_location import curvature_coordinates
 
 
 def _random_head(n=5, d=4, c=3, seed=0):

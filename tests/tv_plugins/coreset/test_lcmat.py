@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from tv_plugins.coreset import select_coreset
-from tv_plugins.coreset.greedy import facility_location_greedy
 from tv_plugins.coreset.last_layer import extract_last_layer, hessian_diagonal, per_sample_gradients
-from tv_plugins.coreset.methods.lcmat import lcmat_distances, medoid_selection
+from tv_plugins.coreset.methods.facility_location import (
+    facility_location_greedy,
+    lcmat_distances,
+    medoid_selection,
+)
 
 
 def _explicit_quantities(model, dataset):
@@ -17,17 +20,19 @@ def _explicit_quantities(model, dataset):
     return per_sample_gradients(z, logits, dataset.targets).numpy(), hessian_diagonal(z, logits).numpy()
 
 
-def _reference_lcmat(G, H, labels, fraction, eps, K, C0=None, weights=False):
-    """numpy: per class, explicit L2/L1 distances, top-K variance coordinates, naive greedy FL."""
+def _reference_lcmat(G, H, labels, fraction, eps, K, C0=None, weights=False, groups=None, kappa=None):
+    """numpy: per class (or per given ``groups`` of indices), explicit L2/L1 distances, top-K variance
+    coordinates, naive greedy FL; ``kappa``: the relative weight ``kappa * median(d_g) / median(d_h)``."""
     out_idx, out_w = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if groups is None else groups
+    for idx in groups:
         k = max(1, int(np.floor(fraction * len(idx) + 0.5)))
         g, h = G[idx], H[idx]
         top = np.argsort(-np.var(h, axis=0), kind="stable")[:K]
         dg = np.sqrt(((g[:, None, :] - g[None, :, :]) ** 2).sum(-1))
         dh = np.abs(h[:, None, top] - h[None, :, top]).sum(-1)
-        d = dg + eps * dh
+        off = ~np.eye(len(idx), dtype=bool)
+        d = dg + (eps if kappa is None else kappa * np.median(dg[off]) / np.median(dh[off])) * dh
         sim = (d.max() if C0 is None else C0) - d
         cur, chosen = np.zeros(len(idx)), []
         for _ in range(k):
@@ -64,7 +69,7 @@ def test_cluster_size_weights_match_reference_and_sum_to_class_sizes(blobs, mlp)
     ref, ref_w = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.1, 10, weights=True)
     sel = _select(blobs, mlp, eps=0.1, K=10, weights="cluster_size")
     assert sel.indices.tolist() == ref.tolist()
-    np.testing.assert_array_equal(sel.weights.numpy(), ref_w)
+    np.testing.assert_array_equal(sel.weights.numpy(), ref_w)  # cluster sizes are counts
     for c, n in zip(*torch.unique(blobs.targets, return_counts=True)):
         mask = blobs.targets[sel.indices] == c
         assert float(sel.weights[mask].sum()) == float(n)
@@ -76,9 +81,15 @@ def test_eps_zero_is_gradient_only_for_any_K(blobs, mlp):
     for K in (2, 50, 10_000):
         assert torch.equal(_select(blobs, mlp, eps=0.0, K=K).indices, base.indices)
     assert torch.equal(_select(blobs, mlp, eps_mode="relative", kappa=0.0).indices, base.indices)
-    # gradient-only == CRAIG's facility location (craig differs only by returning weights)
+
+def test_craig_is_the_gradient_only_cluster_weighted_lcmat_preset(blobs, mlp):
     craig = select_coreset(blobs, "craig", 0.3, mlp, warmup_epochs=0, progress=False)
-    assert torch.equal(craig.indices, base.indices)
+    preset = _select(blobs, mlp, eps=0.0, weights="cluster_size")
+    G, H = _explicit_quantities(mlp, blobs)
+    ref, ref_w = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.0, 100, weights=True)
+    assert craig.indices.tolist() == preset.indices.tolist() == ref.tolist()
+    # cluster sizes are counts: exact integers in float32
+    assert craig.weights.tolist() == preset.weights.tolist() == ref_w.tolist()
 
 
 def test_C0_invariance_and_first_pick_is_the_medoid(blobs, mlp):
@@ -123,9 +134,20 @@ def test_relative_eps_is_kappa_times_median_ratio(blobs, mlp):
     distances, used = lcmat_distances(out, K=8, eps_mode="relative", kappa=0.6)
     assert used == pytest.approx(expected, rel=1e-6)  # float32 forward pass vs float64 logits here
     np.testing.assert_allclose(distances.numpy(), dg + expected * dh, rtol=1e-5, atol=1e-7)
-    ref, _ = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.0, 8)  # sanity: relative differs from eps=0 path
-    assert len(ref) == len(select_coreset(blobs, "lcmat", 0.3, mlp, warmup_epochs=0, progress=False,
-                                          eps_mode="relative", kappa=0.6, K=8))
+    # the whole selection: every class with its own relative weight
+    ref, _ = _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, None, 8, kappa=0.6)
+    assert _select(blobs, mlp, eps_mode="relative", kappa=0.6, K=8).indices.tolist() == ref.tolist()
+    assert ref.tolist() != _reference_lcmat(G, H, blobs.targets.numpy(), 0.3, 0.0, 8)[0].tolist()  # not eps = 0
+
+
+def test_unbalanced_selection_is_one_global_facility_location(blobs, mlp):
+    G, H = _explicit_quantities(mlp, blobs)
+    labels = blobs.targets.numpy()
+    ref, _ = _reference_lcmat(G, H, labels, 0.3, 0.05, 6, groups=[np.arange(len(labels))])
+    sel = _select(blobs, mlp, eps=0.05, K=6, balance=False)
+    assert sorted(sel.indices.tolist()) == sorted(ref.tolist()) and len(ref) == round(0.3 * len(labels))
+    assert sel.per_class_counts == {c: int((labels[ref] == c).sum()) for c in range(3)}
+    assert sel.per_class_counts != _select(blobs, mlp, eps=0.05, K=6).per_class_counts  # not the per-class budgets
 
 
 def test_huge_eps_is_facility_location_on_the_hessian_distance_alone(blobs, mlp):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tv_plugins.coreset import METHODS, CoresetSelection, per_class_budgets, select_coreset
+from tv_plugins.coreset import METHODS, CoresetSelection, per_class_budgets, register, select_coreset
 
 ALL_METHODS = sorted(METHODS)
 
@@ -19,6 +19,33 @@ def _run(blobs, mlp, method, fraction=0.3, **kw):
 def test_registry_holds_every_method_of_the_issue():
     assert set(METHODS) == {"lcmat", "uniform", "herding", "kcenter_greedy", "forgetting", "grand", "el2n",
                             "uncertainty", "craig", "gradmatch", "glister", "submodular"}
+
+
+def test_a_method_sees_one_group_and_select_coreset_does_budgets_and_order(blobs, monkeypatch):
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # the registration ends with the test
+    seen = []
+
+    @register("last_k", needs_model=False)
+    def last_k(group, k, generator, offset=0):
+        seen.append((group.label, group.indices.clone(), k, group.outputs))
+        picks = torch.arange(len(group) - k - offset, len(group) - offset).flip(0)  # greedy order: last first
+        return picks, torch.arange(k, dtype=torch.float64)  # weight = greedy rank
+
+    sel = select_coreset(blobs, "last_k", 0.3, progress=False)
+    labels = blobs.targets
+    expected_indices, expected_weights = [], []
+    for c, (label, indices, k, outputs) in enumerate(seen):
+        assert label == c and outputs is None
+        assert torch.equal(indices, torch.nonzero(labels == c).flatten())
+        assert k == max(1, math.floor(0.3 * len(indices) + 0.5))
+        expected_indices += indices[-k:].tolist()
+        expected_weights += list(range(k - 1, -1, -1))  # ascending indices: the last pick (rank k-1) first
+    assert sel.indices.tolist() == expected_indices
+    assert sel.weights.tolist() == expected_weights
+    with pytest.raises(TypeError, match=r"accepted options: \['offset'\]"):
+        select_coreset(blobs, "last_k", 0.3, progress=False, shift=1)
+    with pytest.raises(RuntimeError, match="invalid selection"):
+        select_coreset(blobs, "last_k", 1.0, progress=False, offset=1)  # k picks of n - 1 positions: out of range
 
 
 def test_per_class_budgets_round_half_up_with_at_least_one():
@@ -47,7 +74,7 @@ def test_every_method_is_balanced_budgeted_deterministic_and_complete_at_fractio
     assert len(torch.unique(sel.indices)) == len(sel.indices)
     assert torch.isfinite(sel.weights).all() and (sel.weights >= 0).all()
     again = _run(blobs, mlp, method)
-    assert torch.equal(sel.indices, again.indices) and torch.equal(sel.weights, again.weights)
+    assert torch.equal(sel.indices, again.indices) and torch.equal(sel.weights, again.weights)  # one process, twice
     everything = _run(blobs, mlp, method, fraction=1.0)
     assert torch.equal(everything.indices.sort().values, torch.arange(len(blobs)))
 
@@ -62,12 +89,6 @@ def test_uniform_depends_on_the_seed_only(blobs, mlp):
     b = select_coreset(blobs, "uniform", 0.3, model=mlp, seed=1, progress=False)
     c = select_coreset(blobs, "uniform", 0.3, seed=2, progress=False)
     assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
-
-
-def test_unbalanced_selection_uses_one_global_budget(blobs, mlp):
-    sel = _run(blobs, mlp, "lcmat", balance=False)
-    assert len(sel) == math.floor(0.3 * len(blobs) + 0.5)
-    assert sum(sel.per_class_counts.values()) == len(sel)
 
 
 def test_warmup_trains_a_copy_and_is_seeded(blobs, mlp):
@@ -92,14 +113,19 @@ def test_save_load_roundtrip_is_identical(blobs, mlp, tmp_path):
     sel = _run(blobs, mlp, "gradmatch", fraction=0.5)
     sel.save(tmp_path / "sel.safetensors")
     back = CoresetSelection.load(tmp_path / "sel.safetensors")
-    assert torch.equal(back.indices, sel.indices) and torch.equal(back.weights, sel.weights)
+    assert torch.equal(back.indices, sel.indices) and torch.equal(back.weights, sel.weights)  # the stored bytes
     assert back.per_class_counts == sel.per_class_counts and back.method == "gradmatch"
     assert back.options == sel.options
 
 
-def test_default_model_is_built_and_trained_when_none_is_given(blobs):
-    sel = select_coreset(blobs, "lcmat", 0.3, warmup_epochs=1, batch_size=16, progress=False)
-    assert sel.per_class_counts == per_class_budgets(blobs.targets, 0.3)
+def test_default_model_is_the_documented_mlp_initialised_under_the_seed_and_warmed_up(blobs):
+    sel = select_coreset(blobs, "lcmat", 0.3, warmup_epochs=1, batch_size=16, seed=2, progress=False)
+    torch.manual_seed(2)  # flat [D] inputs: Linear(D, 128) -> ReLU -> Linear(128, classes), initialised under seed
+    explicit = nn.Sequential(nn.Linear(6, 128), nn.ReLU(), nn.Linear(128, 3))
+    same = select_coreset(blobs, "lcmat", 0.3, explicit, warmup_epochs=1, batch_size=16, seed=2, progress=False)
+    assert sel == same  # the same computation in one process: indices and weights bit for bit
+    cold = select_coreset(blobs, "lcmat", 0.3, explicit, warmup_epochs=0, progress=False)
+    assert not torch.equal(cold.indices, sel.indices)  # the selection model was warmed up first
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.01, float("nan")])

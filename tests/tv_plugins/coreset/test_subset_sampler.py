@@ -40,7 +40,7 @@ def test_weighted_subset_rejects_bad_arguments(blobs, kwargs, match):
 def test_lcmat_subset_is_select_coreset_plus_wrapper(blobs, mlp):
     sub = LCMatSubset(blobs, mlp, 0.3, warmup_epochs=0, progress=False, weights="cluster_size", return_weight=True)
     sel = select_coreset(blobs, "lcmat", 0.3, mlp, warmup_epochs=0, progress=False, weights="cluster_size")
-    assert torch.equal(sub.indices, sel.indices) and torch.equal(sub.weights, sel.weights)
+    assert torch.equal(sub.indices, sel.indices) and torch.equal(sub.weights, sel.weights)  # one process, twice
     for k in range(len(sub)):
         x, y, w = sub[k]
         assert torch.equal(x, blobs[int(sel.indices[k])][0]) and y == blobs[int(sel.indices[k])][1]
@@ -142,8 +142,28 @@ def test_callback_reselects_inside_trainer_train(blobs, mlp, tmp_path):
     assert model.training  # train/eval mode restored after each selection
 
 
-def test_sampler_works_in_a_plain_dataloader(blobs, mlp):
-    sampler = CoresetSampler(blobs, 0.5, mlp, method="craig", weighted_sampling=True, progress=False)
+def test_weighted_sampling_in_a_plain_dataloader_draws_in_proportion_to_the_weights(blobs, mlp):
+    from scipy.stats import chi2
+
+    sampler = CoresetSampler(blobs, 0.5, mlp, method="craig", weighted_sampling=True, every_k_epochs=1000,
+                             progress=False)  # one selection (epoch 0), then 400 epochs of draws from it
     loader = DataLoader(blobs, batch_size=5, sampler=sampler)
     labels = torch.cat([y for _, y in loader])
     assert len(labels) == len(sampler) == 6 + 5 + 8
+    draws = []
+    for epoch in range(1, 401):
+        sampler.set_epoch(epoch)
+        draws += list(sampler)
+    indices, weights = sampler.selection.indices, sampler.selection.weights.double()
+    assert [h["epoch"] for h in sampler.history] == [0] and set(draws) <= set(indices.tolist())
+    observed = torch.tensor([draws.count(i) for i in indices.tolist()], dtype=torch.float64)
+    assert weights.max() >= 2 * weights.min()  # CRAIG cluster sizes differ, so the test has power
+
+    def statistic(p):
+        expected = len(draws) * p
+        return float(((observed - expected) ** 2 / expected).sum())
+
+    # fixed seeds make this deterministic; under correct sampling it exceeds the 0.999 quantile with p = 0.001
+    threshold = chi2.ppf(0.999, df=len(indices) - 1)
+    assert statistic(weights / weights.sum()) < threshold
+    assert statistic(torch.full_like(weights, 1 / len(weights))) > threshold  # weight-blind sampling is rejected
