@@ -1,0 +1,326 @@
+"""Each extra works alone, installed from the wheel a user would get.
+
+Builds the sdist and, from it, the wheel once (``python -m build``) and checks what they hold. Then installs
+the wheel into fresh virtual environments: one with the core dependencies only (``pip install <wheel>``)
+and one per extra (``pip install <wheel>[<extra>]``). In each it checks that the environment holds exactly
+the declared dependency closure (nothing from another extra), that the package imports with
+``__version__`` equal to the wheel's version and every name in its ``__all__`` resolves, and runs the
+demo command of ``EXTRAS``. In the core-only environment each package must import (with its public names)
+or fail with an ImportError naming the extra to install (``distill-plugins[<extra>]``), never with a bare
+ModuleNotFoundError from deep inside.
+
+Torch with its CUDA wheels makes each environment ~5.5 GB, so only the core environment is installed from
+scratch; each extra's environment is a hard-linked copy of it (``cp -al``) into which pip installs the
+extra. pip writes new files and unlinks before it replaces one, so the core environment stays as it was:
+the script checks that (inode, size and mtime of every file, before and after) as well as the closure.
+The distributions the extras add are resolved against the core environment and fetched once into a local
+wheelhouse; each extra's install then resolves offline from it (``--no-index``), so the package indexes
+are queried once rather than once per extra.
+
+Run by ``.ci/run`` with the project's virtualenv (which has ``build``):
+``.venv/bin/python .ci/check_extras.py [--workdir DIR] [--keep]``. Exit status 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import venv
+import zipfile
+from pathlib import Path
+
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("hf_plugins", "diffusers_plugins", "tv_plugins")
+
+# The one place for the per-extra checks: extra -> (package, command run as `python -m <package> ...`
+# in that extra's environment).
+EXTRAS: dict[str, tuple[str, list[str]]] = {
+    "hf": ("hf_plugins", ["demo", "--quick"]),
+    "diffusers": ("diffusers_plugins", ["demo", "--quick"]),
+    "tv": ("tv_plugins", ["demo", "--quick"]),
+}
+
+# What a source distribution may hold besides the packages.
+SDIST_FILES = {"LICENSE", "NOTICE", "CITATION.cff", "CHANGELOG.md", "README.md", "MANIFEST.in", "pyproject.toml",
+               "PKG-INFO", "setup.cfg", "distill_plugins.egg-info"}
+SEEDED = {"pip", "setuptools", "wheel"}  # what `python -m venv` may install by itself
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+IMPORT_CHECK = ("import sys, {pkg}; [getattr({pkg}, name) for name in {pkg}.__all__]; "
+                "sys.exit(0 if {pkg}.__version__ == {version!r} else '{pkg}.__version__ = ' + {pkg}.__version__)")
+
+
+class Report:
+    """Failures and notes collected over the run, and the time each step took."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+        self.timings: list[tuple[str, float]] = []
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+        print(f"FAIL: {message}", flush=True)
+
+    def step(self, name: str, seconds: float) -> None:
+        self.timings.append((name, seconds))
+        print(f"-- {name}: {seconds:.1f} s", flush=True)
+
+
+def run(cmd: list[str], log: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with stdin closed, its output kept in ``log``."""
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kwargs)
+    log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+    return result
+
+
+def tail(result: subprocess.CompletedProcess, lines: int = 25) -> str:
+    return "\n".join((result.stdout + result.stderr).rstrip().splitlines()[-lines:])
+
+
+def check_archives(wheel: Path, sdist: Path, version: str, tracked: set[str]) -> list[str]:
+    """Problems with the built archives: what they hold beyond the packages and the release files,
+    package files missing from them (``tracked``: the repository's files under the package folders),
+    and the wheel's metadata."""
+    problems = []
+    with zipfile.ZipFile(wheel) as archive:
+        wheel_names = [n for n in archive.namelist() if not n.endswith("/")]
+        info = f"distill_plugins-{version}.dist-info"
+        metadata = email.message_from_bytes(archive.read(f"{info}/METADATA")) if f"{info}/METADATA" in wheel_names else {}
+    extra = sorted({n.split("/")[0] for n in wheel_names} - set(PACKAGES) - {info})
+    if extra:
+        problems.append(f"wheel holds more than the three packages: {extra}")
+    for name in (f"{info}/licenses/LICENSE", f"{info}/licenses/NOTICE", *(f"{p}/py.typed" for p in PACKAGES)):
+        if name not in wheel_names:
+            problems.append(f"wheel lacks {name}")
+    missing = sorted(tracked - set(wheel_names))
+    if missing:
+        problems.append(f"wheel lacks package files of the repository: {missing[:10]}")
+    if metadata.get("Version") != version or metadata.get("License-Expression") != "Apache-2.0":
+        problems.append(f"wheel METADATA: Version {metadata.get('Version')!r} (expected {version!r}), "
+                        f"License-Expression {metadata.get('License-Expression')!r} (expected 'Apache-2.0')")
+    with tarfile.open(sdist) as archive:
+        root = f"distill_plugins-{version}"
+        sdist_names = [m.name for m in archive.getmembers() if m.isfile()]
+    outside = sorted(n for n in sdist_names if not n.startswith(root + "/"))
+    top = {n[len(root) + 1:].split("/")[0] for n in sdist_names if n.startswith(root + "/")}
+    if outside or top - set(PACKAGES) - SDIST_FILES:
+        problems.append(f"sdist holds more than the packages and release files: {sorted(top - set(PACKAGES) - SDIST_FILES)}"
+                        f"{outside[:5]}")
+    in_sdist = {n[len(root) + 1:] for n in sdist_names}
+    missing = sorted(tracked - in_sdist)
+    if missing:
+        problems.append(f"sdist lacks package files of the repository: {missing[:10]}")
+    if any(n.endswith(".ipynb") for n in wheel_names + sdist_names):
+        problems.append("an archive holds a notebook")
+    return problems
+
+
+def tracked_package_files() -> set[str]:
+    """Files git tracks under the package folders (what the archives must ship)."""
+    out = subprocess.run(["git", "ls-files", *PACKAGES], cwd=REPO, capture_output=True, text=True, check=True)
+    return {line for line in out.stdout.splitlines() if line}
+
+
+def dependency_closure(site: Path, extras: set[str]) -> tuple[set[str], set[str]]:
+    """``(needed, missing)``: the distributions ``distill-plugins[extras]`` requires, directly or through
+    its dependencies (markers evaluated with each requested extra), and those of them not installed in
+    ``site``."""
+    dists = {canonicalize_name(d.metadata["Name"]): d for d in importlib.metadata.distributions(path=[str(site)])}
+    wanted: dict[str, set[str]] = {}
+    todo = [("distill-plugins", set(extras))]
+    while todo:
+        name, name_extras = todo.pop()
+        if name in wanted and name_extras <= wanted[name]:
+            continue
+        wanted.setdefault(name, set()).update(name_extras)
+        if name not in dists:
+            continue
+        for line in dists[name].requires or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in wanted[name] | {""}):
+                todo.append((canonicalize_name(req.name), set(req.extras)))
+    return set(wanted), set(wanted) - set(dists)
+
+
+def check_environment(label: str, env: Path, extras: set[str], report: Report) -> None:
+    """The environment holds exactly the closure of ``distill-plugins[extras]`` (plus pip's seed)."""
+    site = Path(subprocess.run([str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    installed = {canonicalize_name(d.metadata["Name"]) for d in importlib.metadata.distributions(path=[str(site)])}
+    needed, missing = dependency_closure(site, extras)
+    unexpected = sorted(installed - needed - SEEDED)
+    if missing or unexpected:
+        report.fail(f"{label}: environment is not the declared closure (missing {sorted(missing)}, "
+                    f"not required {unexpected})")
+    else:
+        print(f"{label}: {len(installed)} distributions, exactly the declared closure", flush=True)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """``{relative path: (inode, size, mtime_ns)}`` of every file and link under ``root``."""
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            stat = os.lstat(path)
+            files[os.path.relpath(path, root)] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+def demo_env(work: Path, extra: str) -> dict[str, str]:
+    """The environment of a user's shell, offline and with caches of its own; no PYTHONPATH, so only
+    the installed wheel is importable."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OFFLINE, HF_HOME=str(work / f"hf-home-{extra}"), DISTILL_PLUGINS_CACHE=str(work / f"cache-{extra}"))
+    return env
+
+
+def check_bare_imports(base: Path, version: str, work: Path, report: Report) -> None:
+    """With the core dependencies only, each package imports or names the extra it needs."""
+    for extra, (package, _) in EXTRAS.items():
+        result = run([str(base / "bin" / "python"), "-c", IMPORT_CHECK.format(pkg=package, version=version)],
+                     work / f"bare-import-{package}.log", cwd=work, env=demo_env(work, "bare"))
+        last = (result.stderr.strip().splitlines() or [""])[-1]
+        if result.returncode == 0:
+            print(f"core only: import {package} works", flush=True)
+        elif re.match(r"(ImportError|ModuleNotFoundError): ", last) and f"distill-plugins[{extra}]" in last:
+            print(f"core only: import {package} -> {last}", flush=True)
+        else:
+            report.fail(f"core only: import {package} fails without naming 'distill-plugins[{extra}]':\n{tail(result, 6)}")
+
+
+def check_extra(extra: str, base: Path, wheel: Path, version: str, work: Path, report: Report) -> None:
+    """Install ``wheel[extra]`` into a hard-linked copy of ``base``; check the closure, the import and
+    the demo."""
+    package, command = EXTRAS[extra]
+    env_dir, cwd = work / f"env-{extra}", work / f"run-{extra}"
+    python, started = str(env_dir / "bin" / "python"), time.perf_counter()
+    subprocess.run(["cp", "-al", str(base), str(env_dir)], check=True)
+    result = run([python, "-m", "pip", "install", "--quiet", "--no-input", "--no-index", "--find-links",
+                  str(work / "wheelhouse"), f"{wheel}[{extra}]"], work / f"pip-{extra}.log")
+    report.step(f"[{extra}] pip install (into a hard-linked copy)", time.perf_counter() - started)
+    if result.returncode != 0:
+        return report.fail(f"[{extra}] pip install failed:\n{tail(result)}")
+    check_environment(f"[{extra}]", env_dir, {extra}, report)
+    cwd.mkdir()
+    env = demo_env(work, extra)
+    result = run([python, "-c", IMPORT_CHECK.format(pkg=package, version=version)], work / f"import-{extra}.log", cwd=cwd, env=env)
+    if result.returncode != 0:
+        report.fail(f"[{extra}] import {package} with its public names failed:\n{tail(result)}")
+    started = time.perf_counter()
+    help_result = run([python, "-m", package, command[0], "--help"], work / f"help-{extra}.log", cwd=cwd, env=env)
+    if help_result.returncode != 0:
+        return report.fail(f"[{extra}] python -m {package} {command[0]} --help failed:\n{tail(help_result)}")
+    # Until the demos with --quick are merged, a checkout whose demo lacks an option of `command` runs
+    # only `--help` (recorded as a note, listed at the end).
+    missing = [arg for arg in command[1:] if arg.startswith("--") and arg not in help_result.stdout]
+    if missing:
+        report.notes.append(f"[{extra}] NOT RUN: python -m {package} {' '.join(command)} (this checkout's demo has "
+                            f"no {' '.join(missing)}; ran `{command[0]} --help` only)")
+        return
+    result = run([python, "-m", package, *command], work / f"demo-{extra}.log", cwd=cwd, env=env)
+    report.step(f"[{extra}] python -m {package} {' '.join(command)}", time.perf_counter() - started)
+    if result.returncode != 0:
+        report.fail(f"[{extra}] python -m {package} {' '.join(command)} failed:\n{tail(result)}")
+
+
+def build(work: Path, report: Report) -> tuple[Path, Path, str] | None:
+    """Build the sdist and, from it, the wheel; check both. ``(wheel, sdist, version)``, or None."""
+    started = time.perf_counter()
+    result = run([sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(REPO)], work / "build.log")
+    report.step("python -m build (sdist, then the wheel from it)", time.perf_counter() - started)
+    if result.returncode != 0:
+        report.fail(f"python -m build failed:\n{tail(result)}")
+        return None
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    wheel, sdist = work / "dist" / f"distill_plugins-{version}-py3-none-any.whl", work / "dist" / f"distill_plugins-{version}.tar.gz"
+    if not (wheel.is_file() and sdist.is_file()):
+        report.fail(f"build did not produce {wheel.name} and {sdist.name}: {sorted(p.name for p in (work / 'dist').iterdir())}")
+        return None
+    for problem in check_archives(wheel, sdist, version, tracked_package_files()):
+        report.fail(problem)
+    return wheel, sdist, version
+
+
+def fetch_wheelhouse(base: Path, wheel: Path, work: Path, report: Report) -> bool:
+    """Resolve ``wheel[every extra]`` against the core environment and put the wheels of what it adds
+    into ``work/wheelhouse`` (building the few that ship only as sdists)."""
+    started, resolution = time.perf_counter(), work / "extras-resolution.json"
+    pip = [str(base / "bin" / "python"), "-m", "pip"]
+    result = run([*pip, "install", "--dry-run", "--quiet", "--no-input", "--report", str(resolution),
+                  f"{wheel}[{','.join(EXTRAS)}]"], work / "pip-resolve-extras.log")
+    if result.returncode != 0:
+        report.fail(f"resolving the extras failed:\n{tail(result)}")
+        return False
+    urls = [item["download_info"]["url"] for item in json.loads(resolution.read_text())["install"]
+            if canonicalize_name(item["metadata"]["name"]) != "distill-plugins"]
+    result = run([*pip, "wheel", "--quiet", "--no-input", "--no-deps", "--wheel-dir", str(work / "wheelhouse"), *urls],
+                 work / "pip-wheelhouse.log")
+    report.step(f"resolve the extras once, fetch {len(urls)} wheels", time.perf_counter() - started)
+    if result.returncode != 0:
+        report.fail(f"fetching the extras' wheels failed:\n{tail(result)}")
+        return False
+    return True
+
+
+def check_all(work: Path, report: Report) -> None:
+    built = build(work, report)
+    if built is None:
+        return
+    wheel, _, version = built
+    base, started = work / "env-core", time.perf_counter()
+    venv.EnvBuilder(with_pip=True, symlinks=True).create(base)
+    result = run([str(base / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-input", str(wheel)], work / "pip-core.log")
+    report.step("fresh virtualenv + pip install <wheel> (core dependencies)", time.perf_counter() - started)
+    if result.returncode != 0:
+        return report.fail(f"pip install <wheel> failed:\n{tail(result)}")
+    check_environment("core only", base, set(), report)
+    check_bare_imports(base, version, work, report)
+    before = snapshot(base)
+    if not fetch_wheelhouse(base, wheel, work, report):
+        return
+    for extra in EXTRAS:
+        check_extra(extra, base, wheel, version, work, report)
+    changed = sorted(path for path, stat in snapshot(base).items() if before.get(path) != stat)
+    changed += sorted(set(before) - set(snapshot(base)))
+    if changed:
+        report.fail(f"the core environment changed while the extras were installed into its copies: {changed[:10]}")
+    else:
+        print(f"core environment unchanged by the extras' installs ({len(before)} files)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (environments, logs)")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="distill-plugins-extras-", dir=args.workdir)).resolve()
+    report, started = Report(), time.perf_counter()
+    try:
+        check_all(work, report)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report.step("total", time.perf_counter() - started)
+    for note in report.notes:
+        print(f"NOTE: {note}")
+    print(f"== extras: {len(report.failures)} failed check(s)" + (f"; logs in {work}" if args.keep else ""))
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
