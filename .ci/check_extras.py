@@ -15,7 +15,11 @@ extra. pip writes new files and unlinks before it replaces one, so the core envi
 the script checks that (inode, size and mtime of every file, before and after) as well as the closure.
 The distributions the extras add are resolved against the core environment and fetched once into a local
 wheelhouse; each extra's install then resolves offline from it (``--no-index``), so the package indexes
-are queried once rather than once per extra.
+are queried once rather than once per extra. pip installs with ``--no-compile`` and the checks run with
+bytecode writing on, so only the modules that are imported get compiled (torch's ~40 s of compileall
+is the largest part of a fresh install). The environments live in memory (tmpfs) when there is room:
+on a disk mounted with online discard, deleting 5.5 GB takes ~75 s, in tmpfs ~1 s. ``--jobs N`` checks
+N extras at a time.
 
 Run by ``.ci/run`` with the project's virtualenv (which has ``build``):
 ``.venv/bin/python .ci/check_extras.py [--workdir DIR] [--keep]``. Exit status 1 if any check failed.
@@ -24,6 +28,7 @@ Run by ``.ci/run`` with the project's virtualenv (which has ``build``):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import email
 import importlib.metadata
 import json
@@ -63,26 +68,33 @@ IMPORT_CHECK = ("import sys, {pkg}; [getattr({pkg}, name) for name in {pkg}.__al
                 "sys.exit(0 if {pkg}.__version__ == {version!r} else '{pkg}.__version__ = ' + {pkg}.__version__)")
 
 
+PIP_INSTALL = ["-m", "pip", "install", "--quiet", "--no-input", "--no-compile"]
+TIMEOUT_S = 900  # any one command (a pip install, a demo); a hung step fails instead of holding CI
+TMPFS, TMPFS_NEEDED_GB = Path("/dev/shm"), 14  # ~7 GB of environments + the demos' memory, with margin
+
+
 class Report:
-    """Failures and notes collected over the run, and the time each step took."""
+    """Failures and notes collected over the run; each step's wall time is printed as it ends."""
 
     def __init__(self) -> None:
         self.failures: list[str] = []
         self.notes: list[str] = []
-        self.timings: list[tuple[str, float]] = []
 
     def fail(self, message: str) -> None:
         self.failures.append(message)
         print(f"FAIL: {message}", flush=True)
 
-    def step(self, name: str, seconds: float) -> None:
-        self.timings.append((name, seconds))
-        print(f"-- {name}: {seconds:.1f} s", flush=True)
+    def step(self, name: str, started: float) -> None:
+        print(f"-- {name}: {time.perf_counter() - started:.1f} s", flush=True)
 
 
 def run(cmd: list[str], log: Path, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``cmd`` with stdin closed, its output kept in ``log``."""
-    result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kwargs)
+    """Run ``cmd`` with stdin closed and a time limit, its output kept in ``log``."""
+    try:
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_S,
+                                **kwargs)
+    except subprocess.TimeoutExpired as error:
+        result = subprocess.CompletedProcess(cmd, -9, str(error.stdout or ""), f"{error.stderr or ''}\n{error}")
     log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
     return result
 
@@ -91,41 +103,48 @@ def tail(result: subprocess.CompletedProcess, lines: int = 25) -> str:
     return "\n".join((result.stdout + result.stderr).rstrip().splitlines()[-lines:])
 
 
-def check_archives(wheel: Path, sdist: Path, version: str, tracked: set[str]) -> list[str]:
-    """Problems with the built archives: what they hold beyond the packages and the release files,
-    package files missing from them (``tracked``: the repository's files under the package folders),
-    and the wheel's metadata."""
-    problems = []
+def wheel_problems(wheel: Path, version: str, tracked: set[str]) -> list[str]:
+    """What the wheel holds beyond the three packages and its dist-info, what it lacks (licence files,
+    ``py.typed``, the repository's package files ``tracked``), and its metadata."""
+    info = f"distill_plugins-{version}.dist-info"
     with zipfile.ZipFile(wheel) as archive:
-        wheel_names = [n for n in archive.namelist() if not n.endswith("/")]
-        info = f"distill_plugins-{version}.dist-info"
-        metadata = email.message_from_bytes(archive.read(f"{info}/METADATA")) if f"{info}/METADATA" in wheel_names else {}
-    extra = sorted({n.split("/")[0] for n in wheel_names} - set(PACKAGES) - {info})
+        names = {n for n in archive.namelist() if not n.endswith("/")}
+        metadata = email.message_from_bytes(archive.read(f"{info}/METADATA")) if f"{info}/METADATA" in names else {}
+    problems = []
+    extra = sorted({n.split("/")[0] for n in names} - set(PACKAGES) - {info})
     if extra:
         problems.append(f"wheel holds more than the three packages: {extra}")
     for name in (f"{info}/licenses/LICENSE", f"{info}/licenses/NOTICE", *(f"{p}/py.typed" for p in PACKAGES)):
-        if name not in wheel_names:
+        if name not in names:
             problems.append(f"wheel lacks {name}")
-    missing = sorted(tracked - set(wheel_names))
-    if missing:
-        problems.append(f"wheel lacks package files of the repository: {missing[:10]}")
+    if tracked - names:
+        problems.append(f"wheel lacks package files of the repository: {sorted(tracked - names)[:10]}")
     if metadata.get("Version") != version or metadata.get("License-Expression") != "Apache-2.0":
         problems.append(f"wheel METADATA: Version {metadata.get('Version')!r} (expected {version!r}), "
                         f"License-Expression {metadata.get('License-Expression')!r} (expected 'Apache-2.0')")
+    return problems
+
+
+def sdist_problems(sdist: Path, version: str, tracked: set[str]) -> list[str]:
+    """What the sdist holds beyond the packages and the release files, and the package files it lacks."""
+    root = f"distill_plugins-{version}/"
     with tarfile.open(sdist) as archive:
-        root = f"distill_plugins-{version}"
-        sdist_names = [m.name for m in archive.getmembers() if m.isfile()]
-    outside = sorted(n for n in sdist_names if not n.startswith(root + "/"))
-    top = {n[len(root) + 1:].split("/")[0] for n in sdist_names if n.startswith(root + "/")}
-    if outside or top - set(PACKAGES) - SDIST_FILES:
-        problems.append(f"sdist holds more than the packages and release files: {sorted(top - set(PACKAGES) - SDIST_FILES)}"
-                        f"{outside[:5]}")
-    in_sdist = {n[len(root) + 1:] for n in sdist_names}
-    missing = sorted(tracked - in_sdist)
-    if missing:
-        problems.append(f"sdist lacks package files of the repository: {missing[:10]}")
-    if any(n.endswith(".ipynb") for n in wheel_names + sdist_names):
-        problems.append("an archive holds a notebook")
+        names = [m.name for m in archive.getmembers() if m.isfile()]
+    inside = {n[len(root):] for n in names if n.startswith(root)}
+    extra = sorted({n.split("/")[0] for n in inside} - set(PACKAGES) - SDIST_FILES)
+    extra += sorted(n for n in names if not n.startswith(root))
+    problems = [f"sdist holds more than the packages and release files: {extra}"] if extra else []
+    if tracked - inside:
+        problems.append(f"sdist lacks package files of the repository: {sorted(tracked - inside)[:10]}")
+    return problems
+
+
+def check_archives(wheel: Path, sdist: Path, version: str, tracked: set[str]) -> list[str]:
+    """Problems with the built archives (``tracked``: the repository's files under the package folders)."""
+    problems = wheel_problems(wheel, version, tracked) + sdist_problems(sdist, version, tracked)
+    with zipfile.ZipFile(wheel) as w, tarfile.open(sdist) as s:
+        if any(n.endswith(".ipynb") for n in w.namelist() + s.getnames()):
+            problems.append("an archive holds a notebook")
     return problems
 
 
@@ -158,8 +177,8 @@ def dependency_closure(site: Path, extras: set[str]) -> tuple[set[str], set[str]
 
 def check_environment(label: str, env: Path, extras: set[str], report: Report) -> None:
     """The environment holds exactly the closure of ``distill-plugins[extras]`` (plus pip's seed)."""
-    site = Path(subprocess.run([str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    where = [str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    site = Path(subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip())
     installed = {canonicalize_name(d.metadata["Name"]) for d in importlib.metadata.distributions(path=[str(site)])}
     needed, missing = dependency_closure(site, extras)
     unexpected = sorted(installed - needed - SEEDED)
@@ -184,7 +203,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
 def demo_env(work: Path, extra: str) -> dict[str, str]:
     """The environment of a user's shell, offline and with caches of its own; no PYTHONPATH, so only
     the installed wheel is importable."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     env.update(OFFLINE, HF_HOME=str(work / f"hf-home-{extra}"), DISTILL_PLUGINS_CACHE=str(work / f"cache-{extra}"))
     return env
 
@@ -200,7 +219,8 @@ def check_bare_imports(base: Path, version: str, work: Path, report: Report) -> 
         elif re.match(r"(ImportError|ModuleNotFoundError): ", last) and f"distill-plugins[{extra}]" in last:
             print(f"core only: import {package} -> {last}", flush=True)
         else:
-            report.fail(f"core only: import {package} fails without naming 'distill-plugins[{extra}]':\n{tail(result, 6)}")
+            report.fail(f"core only: import {package} fails without naming 'distill-plugins[{extra}]':\n"
+                        f"{tail(result, 6)}")
 
 
 def check_extra(extra: str, base: Path, wheel: Path, version: str, work: Path, report: Report) -> None:
@@ -210,15 +230,16 @@ def check_extra(extra: str, base: Path, wheel: Path, version: str, work: Path, r
     env_dir, cwd = work / f"env-{extra}", work / f"run-{extra}"
     python, started = str(env_dir / "bin" / "python"), time.perf_counter()
     subprocess.run(["cp", "-al", str(base), str(env_dir)], check=True)
-    result = run([python, "-m", "pip", "install", "--quiet", "--no-input", "--no-index", "--find-links",
-                  str(work / "wheelhouse"), f"{wheel}[{extra}]"], work / f"pip-{extra}.log")
-    report.step(f"[{extra}] pip install (into a hard-linked copy)", time.perf_counter() - started)
+    result = run([python, *PIP_INSTALL, "--no-index", "--find-links", str(work / "wheelhouse"), f"{wheel}[{extra}]"],
+                 work / f"pip-{extra}.log")
+    report.step(f"[{extra}] pip install (into a hard-linked copy)", started)
     if result.returncode != 0:
         return report.fail(f"[{extra}] pip install failed:\n{tail(result)}")
     check_environment(f"[{extra}]", env_dir, {extra}, report)
     cwd.mkdir()
     env = demo_env(work, extra)
-    result = run([python, "-c", IMPORT_CHECK.format(pkg=package, version=version)], work / f"import-{extra}.log", cwd=cwd, env=env)
+    result = run([python, "-c", IMPORT_CHECK.format(pkg=package, version=version)], work / f"import-{extra}.log",
+                 cwd=cwd, env=env)
     if result.returncode != 0:
         report.fail(f"[{extra}] import {package} with its public names failed:\n{tail(result)}")
     started = time.perf_counter()
@@ -229,11 +250,11 @@ def check_extra(extra: str, base: Path, wheel: Path, version: str, work: Path, r
     # only `--help` (recorded as a note, listed at the end).
     missing = [arg for arg in command[1:] if arg.startswith("--") and arg not in help_result.stdout]
     if missing:
-        report.notes.append(f"[{extra}] NOT RUN: python -m {package} {' '.join(command)} (this checkout's demo has "
-                            f"no {' '.join(missing)}; ran `{command[0]} --help` only)")
+        report.notes.append(f"[{extra}] NOT RUN: python -m {package} {' '.join(command)} (this checkout's demo "
+                            f"has no {' '.join(missing)}; ran `{command[0]} --help` only)")
         return
     result = run([python, "-m", package, *command], work / f"demo-{extra}.log", cwd=cwd, env=env)
-    report.step(f"[{extra}] python -m {package} {' '.join(command)}", time.perf_counter() - started)
+    report.step(f"[{extra}] python -m {package} {' '.join(command)}", started)
     if result.returncode != 0:
         report.fail(f"[{extra}] python -m {package} {' '.join(command)} failed:\n{tail(result)}")
 
@@ -242,14 +263,15 @@ def build(work: Path, report: Report) -> tuple[Path, Path, str] | None:
     """Build the sdist and, from it, the wheel; check both. ``(wheel, sdist, version)``, or None."""
     started = time.perf_counter()
     result = run([sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(REPO)], work / "build.log")
-    report.step("python -m build (sdist, then the wheel from it)", time.perf_counter() - started)
+    report.step("python -m build (sdist, then the wheel from it)", started)
     if result.returncode != 0:
         report.fail(f"python -m build failed:\n{tail(result)}")
         return None
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    wheel, sdist = work / "dist" / f"distill_plugins-{version}-py3-none-any.whl", work / "dist" / f"distill_plugins-{version}.tar.gz"
+    dist = work / "dist"
+    wheel, sdist = dist / f"distill_plugins-{version}-py3-none-any.whl", dist / f"distill_plugins-{version}.tar.gz"
     if not (wheel.is_file() and sdist.is_file()):
-        report.fail(f"build did not produce {wheel.name} and {sdist.name}: {sorted(p.name for p in (work / 'dist').iterdir())}")
+        report.fail(f"build did not produce {wheel.name} and {sdist.name}: {sorted(p.name for p in dist.iterdir())}")
         return None
     for problem in check_archives(wheel, sdist, version, tracked_package_files()):
         report.fail(problem)
@@ -268,33 +290,36 @@ def fetch_wheelhouse(base: Path, wheel: Path, work: Path, report: Report) -> boo
         return False
     urls = [item["download_info"]["url"] for item in json.loads(resolution.read_text())["install"]
             if canonicalize_name(item["metadata"]["name"]) != "distill-plugins"]
-    result = run([*pip, "wheel", "--quiet", "--no-input", "--no-deps", "--wheel-dir", str(work / "wheelhouse"), *urls],
-                 work / "pip-wheelhouse.log")
-    report.step(f"resolve the extras once, fetch {len(urls)} wheels", time.perf_counter() - started)
+    result = run([*pip, "wheel", "--quiet", "--no-input", "--no-deps", "--wheel-dir", str(work / "wheelhouse"),
+                  *urls], work / "pip-wheelhouse.log")
+    report.step(f"resolve the extras once, fetch {len(urls)} wheels", started)
     if result.returncode != 0:
         report.fail(f"fetching the extras' wheels failed:\n{tail(result)}")
         return False
     return True
 
 
-def check_all(work: Path, report: Report) -> None:
+def check_all(work: Path, report: Report, jobs: int) -> None:
     built = build(work, report)
     if built is None:
         return
     wheel, _, version = built
     base, started = work / "env-core", time.perf_counter()
     venv.EnvBuilder(with_pip=True, symlinks=True).create(base)
-    result = run([str(base / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-input", str(wheel)], work / "pip-core.log")
-    report.step("fresh virtualenv + pip install <wheel> (core dependencies)", time.perf_counter() - started)
+    result = run([str(base / "bin" / "python"), *PIP_INSTALL, str(wheel)], work / "pip-core.log")
+    report.step("fresh virtualenv + pip install <wheel> (core dependencies)", started)
     if result.returncode != 0:
         return report.fail(f"pip install <wheel> failed:\n{tail(result)}")
     check_environment("core only", base, set(), report)
+    started = time.perf_counter()
     check_bare_imports(base, version, work, report)
+    report.step("core only: import each package", started)
     before = snapshot(base)
     if not fetch_wheelhouse(base, wheel, work, report):
         return
-    for extra in EXTRAS:
-        check_extra(extra, base, wheel, version, work, report)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(check_extra, extra, base, wheel, version, work, report) for extra in EXTRAS]:
+            future.result()
     changed = sorted(path for path, stat in snapshot(base).items() if before.get(path) != stat)
     changed += sorted(set(before) - set(snapshot(base)))
     if changed:
@@ -303,19 +328,38 @@ def check_all(work: Path, report: Report) -> None:
         print(f"core environment unchanged by the extras' installs ({len(before)} files)", flush=True)
 
 
+def default_workdir() -> Path:
+    """tmpfs when it and the available memory have room for the environments, else the temporary dir."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available_gb = int(meminfo["MemAvailable"].split()[0]) / 2**20
+        if available_gb >= TMPFS_NEEDED_GB and shutil.disk_usage(TMPFS).free / 2**30 >= TMPFS_NEEDED_GB:
+            return TMPFS
+    except (OSError, KeyError, ValueError):
+        pass
+    return Path(tempfile.gettempdir())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where to make the scratch folder (default: tmpfs if it has room, else the temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (environments, logs)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="extras checked at the same time (on 2 cores the CPU-bound demos gain nothing from more)")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="distill-plugins-extras-", dir=args.workdir)).resolve()
+    work = Path(tempfile.mkdtemp(prefix="distill-plugins-extras-", dir=args.workdir or default_workdir())).resolve()
+    print(f"scratch folder: {work}", flush=True)
     report, started = Report(), time.perf_counter()
     try:
-        check_all(work, report)
+        check_all(work, report, args.jobs)
     finally:
         if not args.keep:
+            cleanup = time.perf_counter()
             shutil.rmtree(work, ignore_errors=True)
-    report.step("total", time.perf_counter() - started)
+            report.step("delete the scratch folder", cleanup)
+    report.step("total", started)
     for note in report.notes:
         print(f"NOTE: {note}")
     print(f"== extras: {len(report.failures)} failed check(s)" + (f"; logs in {work}" if args.keep else ""))
