@@ -69,7 +69,7 @@ IMPORT_CHECK = ("import sys, {pkg}; [getattr({pkg}, name) for name in {pkg}.__al
 
 
 PIP_INSTALL = ["-m", "pip", "install", "--quiet", "--no-input", "--no-compile"]
-TIMEOUT_S = 900  # any one command (a pip install, a demo); a hung step fails instead of holding CI
+TIMEOUT_S = 1800  # any one command (a pip install, a demo); a hung step fails instead of holding CI
 TMPFS, TMPFS_NEEDED_GB = Path("/dev/shm"), 14  # ~7 GB of environments + the demos' memory, with margin
 
 
@@ -93,14 +93,17 @@ def run(cmd: list[str], log: Path, **kwargs) -> subprocess.CompletedProcess:
     try:
         result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_S,
                                 **kwargs)
-    except subprocess.TimeoutExpired as error:
-        result = subprocess.CompletedProcess(cmd, -9, str(error.stdout or ""), f"{error.stderr or ''}\n{error}")
+    except subprocess.TimeoutExpired as error:  # its output comes as bytes, whatever `text` says
+        out, err = (b.decode(errors="replace") if isinstance(b, bytes) else b or "" for b in (error.stdout, error.stderr))
+        result = subprocess.CompletedProcess(cmd, -9, out, f"{err}\n{error}")
     log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
     return result
 
 
 def tail(result: subprocess.CompletedProcess, lines: int = 25) -> str:
-    return "\n".join((result.stdout + result.stderr).rstrip().splitlines()[-lines:])
+    """The last non-empty lines of the output (progress-bar redraws count as lines), at most 4000 characters."""
+    kept = [line for line in (result.stdout + result.stderr).replace("\r", "\n").splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])[-4000:]
 
 
 def wheel_problems(wheel: Path, version: str, tracked: set[str]) -> list[str]:

@@ -182,3 +182,15 @@ def test_dependency_closure_follows_extras_and_markers(tmp_path):
     assert closure(tmp_path, {"x", "y"})[0] == {"distill-plugins", "core-dep", "heavy", "accel", "other"}
     write_dist(tmp_path / "bare", "distill-plugins", ['heavy; extra == "x"'])
     assert closure(tmp_path / "bare", {"x"}) == ({"distill-plugins", "heavy"}, {"heavy"})
+
+
+def test_a_hung_command_is_stopped_and_its_output_kept(tmp_path, monkeypatch):
+    import sys
+
+    check_extras = load_check_extras()
+    monkeypatch.setattr(check_extras, "TIMEOUT_S", 1)
+    cmd = [sys.executable, "-c", "import time; print('step 1/2', flush=True); print('\\rbar', end='', flush=True); time.sleep(30)"]
+    result = check_extras.run(cmd, tmp_path / "log")
+    assert result.returncode == -9 and "timed out after 1 seconds" in result.stderr
+    assert check_extras.tail(result).splitlines()[:2] == ["step 1/2", "bar"]
+    assert "step 1/2" in (tmp_path / "log").read_text()
