@@ -23,11 +23,12 @@ PORTABLE_SETTINGS := ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 ONEDNN
 # The numerically sensitive subset (fp32 formulas, level tables, accept/reject decisions, save/load
 # round trips, convolutions) that `make test-portable` (CI) runs under every setting above. The one list:
 # add test files or directories here. Budget ~2 min in all on 2 cores: each setting starts pytest anew
-# (~7 s of imports) and runs the whole subset (~14 s): 5 x ~21 s; `time make test-portable` measured
-# 144 s wall / 95 s CPU on the shared 2-core machine at load ~4 (so ~100 s idle). The ONEDNN settings only reach the files that run convolutions (diffusers_plugins,
-# tv_plugins condensation; ONEDNN_VERBOSE=1 shows no oneDNN primitive in the hf_plugins loss files or
-# the coreset closed forms); they still run the whole subset, which costs ~10 s in all and keeps one
-# list. Split the list per setting if the subset outgrows the budget.
+# (~7 s of imports) and runs the whole subset (~14 s): 5 x ~21 s. `time make test-portable` measured
+# 144 s wall / 95 s CPU on the shared 2-core machine at load ~4 (so ~100 s idle). The ONEDNN settings
+# only reach the files that run convolutions (diffusers_plugins, tv_plugins condensation;
+# ONEDNN_VERBOSE=1 shows no oneDNN primitive in the hf_plugins loss files or the coreset closed forms);
+# they still run the whole subset, which costs ~10 s in all and keeps one list. Split the list per
+# setting if the subset outgrows the budget.
 PORTABLE_TESTS := \
 	tests/hf_plugins/test_losses.py \
 	tests/hf_plugins/test_losses_chunked.py \
