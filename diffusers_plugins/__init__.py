@@ -5,6 +5,7 @@ requires before ``from_pretrained`` can resolve ``diffusers_plugins.discriminato
 ``model_index.json``.
 """
 
+from importlib.metadata import version as _distribution_version
 from pathlib import Path
 
 from diffusers_plugins.calibration import DiffRSCalibration
@@ -13,6 +14,8 @@ from diffusers_plugins.discriminator_training import train_discriminator
 from diffusers_plugins.level_tables import SUPPORTED_SCHEDULER_NAMES, LevelTables
 from diffusers_plugins.pipeline import DiffRSPipeline, DiffRSPipelineOutput
 from diffusers_plugins.rejection_sampler import RejectionSampler, SampleStreams, acceptance_test
+
+__version__ = _distribution_version("distill-plugins")
 
 CUSTOM_PIPELINE_FILE = str(Path(__file__).with_name("pipeline.py"))
 """Pass as ``custom_pipeline=`` to ``DiffusionPipeline.from_pretrained`` (with ``trust_remote_code=True``)."""

@@ -10,7 +10,10 @@ only when a name that needs them is used.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import version as _distribution_version
 from typing import Any
+
+__version__ = _distribution_version("distill-plugins")
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
