@@ -8,6 +8,15 @@ requires before ``from_pretrained`` can resolve ``diffusers_plugins.discriminato
 from importlib.metadata import version as _distribution_version
 from pathlib import Path
 
+try:  # the host libraries come with the `diffusers` extra
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+except ModuleNotFoundError as _missing:
+    raise ImportError(
+        f"diffusers_plugins needs {_missing.name!r}, which is not installed; "
+        "install the diffusers extra: pip install 'distill-plugins[diffusers]'"
+    ) from _missing
+
 from diffusers_plugins.calibration import DiffRSCalibration
 from diffusers_plugins.discriminator import TimeDependentDiscriminator
 from diffusers_plugins.discriminator_training import train_discriminator

@@ -31,10 +31,22 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
+# the distributions the `hf` extra installs, by import name
+_HF_EXTRA_MODULES = frozenset({"transformers", "trl", "datasets", "accelerate", "tokenizers", "rouge_score"})
+
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        try:
+            module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        except ModuleNotFoundError as err:
+            if (err.name or "").partition(".")[0] not in _HF_EXTRA_MODULES:
+                raise
+            raise ImportError(
+                f"hf_plugins.{name} needs {err.name!r}, which is not installed; "
+                "install the hf extra: pip install 'distill-plugins[hf]'"
+            ) from err
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,8 @@ import importlib.metadata
 import importlib.util
 import io
 import re
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -194,3 +196,21 @@ def test_a_hung_command_is_stopped_and_its_output_kept(tmp_path, monkeypatch):
     assert result.returncode == -9 and "timed out after 1 seconds" in result.stderr
     assert check_extras.tail(result).splitlines()[:2] == ["step 1/2", "bar"]
     assert "step 1/2" in (tmp_path / "log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("statement", "missing", "extra"),
+    [
+        ("import hf_plugins; hf_plugins.AMiDTrainer", "trl", "hf"),
+        ("import diffusers_plugins", "diffusers", "diffusers"),
+        ("import diffusers_plugins", "transformers", "diffusers"),
+    ],
+)
+def test_a_missing_host_library_names_the_extra_to_install(statement, missing, extra):
+    # sys.modules[name] = None makes `import name` raise ModuleNotFoundError, as if it were not installed
+    code = f"import sys; sys.modules[{missing!r}] = None\n{statement}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ImportError:"), result.stderr[-2000:]
+    assert f"distill-plugins[{extra}]" in last_line and repr(missing) in last_line
