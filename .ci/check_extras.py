@@ -74,11 +74,10 @@ TMPFS, TMPFS_NEEDED_GB = Path("/dev/shm"), 14  # ~7 GB of environments + the dem
 
 
 class Report:
-    """Failures and notes collected over the run; each step's wall time is printed as it ends."""
+    """Failures collected over the run; each step's wall time is printed as it ends."""
 
     def __init__(self) -> None:
         self.failures: list[str] = []
-        self.notes: list[str] = []
 
     def fail(self, message: str) -> None:
         self.failures.append(message)
@@ -249,13 +248,6 @@ def check_extra(extra: str, base: Path, wheel: Path, version: str, work: Path, r
     help_result = run([python, "-m", package, command[0], "--help"], work / f"help-{extra}.log", cwd=cwd, env=env)
     if help_result.returncode != 0:
         return report.fail(f"[{extra}] python -m {package} {command[0]} --help failed:\n{tail(help_result)}")
-    # Until the demos with --quick are merged, a checkout whose demo lacks an option of `command` runs
-    # only `--help` (recorded as a note, listed at the end).
-    missing = [arg for arg in command[1:] if arg.startswith("--") and arg not in help_result.stdout]
-    if missing:
-        report.notes.append(f"[{extra}] NOT RUN: python -m {package} {' '.join(command)} (this checkout's demo "
-                            f"has no {' '.join(missing)}; ran `{command[0]} --help` only)")
-        return
     result = run([python, "-m", package, *command], work / f"demo-{extra}.log", cwd=cwd, env=env)
     report.step(f"[{extra}] python -m {package} {' '.join(command)}", started)
     if result.returncode != 0:
@@ -363,8 +355,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
             report.step("delete the scratch folder", cleanup)
     report.step("total", started)
-    for note in report.notes:
-        print(f"NOTE: {note}")
     print(f"== extras: {len(report.failures)} failed check(s)" + (f"; logs in {work}" if args.keep else ""))
     return 1 if report.failures else 0
 
