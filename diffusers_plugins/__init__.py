@@ -23,11 +23,17 @@ from diffusers_plugins.discriminator_training import train_discriminator
 from diffusers_plugins.level_tables import SUPPORTED_SCHEDULER_NAMES, LevelTables
 from diffusers_plugins.pipeline import DiffRSPipeline, DiffRSPipelineOutput
 from diffusers_plugins.rejection_sampler import RejectionSampler, SampleStreams, acceptance_test
+from diffusers_plugins.stable_diffusion_pipeline import (
+    DiffRSStableDiffusionPipeline,
+    DiffRSStableDiffusionPipelineOutput,
+)
 
 __version__ = _distribution_version("distill-plugins")
 
 CUSTOM_PIPELINE_FILE = str(Path(__file__).with_name("pipeline.py"))
 """Pass as ``custom_pipeline=`` to ``DiffusionPipeline.from_pretrained`` (with ``trust_remote_code=True``)."""
+STABLE_DIFFUSION_PIPELINE_FILE = str(Path(__file__).with_name("stable_diffusion_pipeline.py"))
+"""The same for :class:`DiffRSStableDiffusionPipeline`."""
 
 __all__ = [
     "CUSTOM_PIPELINE_FILE",
@@ -35,6 +41,9 @@ __all__ = [
     "SUPPORTED_SCHEDULER_NAMES",
     "DiffRSPipeline",
     "DiffRSPipelineOutput",
+    "DiffRSStableDiffusionPipeline",
+    "DiffRSStableDiffusionPipelineOutput",
+    "STABLE_DIFFUSION_PIPELINE_FILE",
     "LevelTables",
     "RejectionSampler",
     "SampleStreams",
