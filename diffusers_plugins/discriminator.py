@@ -8,7 +8,7 @@ Bayes-optimal classifier ``d = q / (q + p)``, so its pre-sigmoid output is the l
 A backbone turns ``(x, sigma)`` into a feature map and a time embedding; one trainable head (class /
 text conditioning added to the embedding, residual blocks, GroupNorm, mean pooling, a linear logit)
 sits on top. Backbones: :class:`VPTimeStem` (standalone) and :class:`UNetEncoder` (the frozen encoder
-of the user's own ``UNet2DModel``, :meth:`TimeDependentDiscriminator.from_unet`).
+of the user's own ``UNet2DModel`` or ``UNet2DConditionModel``, :meth:`TimeDependentDiscriminator.from_unet`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 import torch
-from diffusers import ConfigMixin, DDPMScheduler, ModelMixin, UNet2DModel
+from diffusers import ConfigMixin, DDPMScheduler, ModelMixin, UNet2DConditionModel, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.resnet import ResnetBlock2D
@@ -62,7 +62,7 @@ class VPTimeStem(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
         self.out_channels, self.embed_dim = width, time_embed_dim
 
-    def forward(self, sample, sigma, class_labels=None):
+    def forward(self, sample, sigma, class_labels=None, encoder_hidden_states=None):
         dtype = self.conv_in.weight.dtype
         emb = self.time_embedding(self.time_proj(999.0 * vp_time(sigma.to(torch.float32))).to(dtype))
         return self.conv_in(sample / (sigma.to(dtype).view(-1, 1, 1, 1) ** 2 + 1).sqrt()), emb
@@ -82,7 +82,8 @@ class UNetEncoder(nn.Module):
         self, unet_config: dict, time_input: str, schedule: dict, sigma_data: float, sigma_min: float
     ):
         super().__init__()
-        unet = UNet2DModel.from_config(unet_config)
+        text = "cross_attention_dim" in unet_config  # a UNet2DConditionModel config
+        unet = (UNet2DConditionModel if text else UNet2DModel).from_config(unet_config)
         unet.up_blocks = unet.conv_norm_out = unet.conv_act = unet.conv_out = None
         self.unet = unet.requires_grad_(False)
         ac = DDPMScheduler(**schedule).alphas_cumprod.to(torch.float64)
@@ -106,8 +107,12 @@ class UNetEncoder(nn.Module):
         return sample / (_as_batch(sigma) ** 2 + 1).sqrt(), (hi - 1).to(torch.float32) + w
 
     @torch.no_grad()
-    def forward(self, sample, sigma, class_labels=None):
+    def forward(self, sample, sigma, class_labels=None, encoder_hidden_states=None):
         unet, dtype = self.unet, self.unet.dtype
+        cross = isinstance(unet, UNet2DConditionModel)
+        if cross and encoder_hidden_states is None:
+            raise ValueError("the feature UNet2DConditionModel needs encoder_hidden_states (prompt embeddings)")
+        text = {"encoder_hidden_states": encoder_hidden_states.to(dtype)} if cross else {}
         x, t = self.unet_inputs(sample, sigma)
         # UNet2DModel.forward up to its mid block (the up path is not kept).
         emb = unet.time_embedding(unet.time_proj(t).to(dtype))
@@ -121,9 +126,13 @@ class UNetEncoder(nn.Module):
         for block in unet.down_blocks:
             if hasattr(block, "skip_conv"):
                 h, _, skip = block(hidden_states=h, temb=emb, skip_sample=skip)
+            elif getattr(block, "has_cross_attention", False):
+                h, _ = block(hidden_states=h, temb=emb, **text)
             else:
                 h, _ = block(hidden_states=h, temb=emb)
-        return (h if unet.mid_block is None else unet.mid_block(h, emb)), emb
+        if unet.mid_block is None:
+            return h, emb
+        return (unet.mid_block(h, emb, **text) if cross else unet.mid_block(h, emb)), emb
 
 
 # Key prefixes of the format saved before the backbones were submodules (still loadable).
@@ -229,14 +238,22 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
     ) -> TimeDependentDiscriminator:
         """A discriminator whose features are the frozen down/mid blocks of ``unet``.
 
+        For a ``UNet2DConditionModel`` (Stable Diffusion) the encoder's cross-attention reads the prompt
+        embeddings and the head adds their max-pooled projection to its time embedding (as the official
+        code's ``text_cond`` hook); ``encoder_hidden_states`` are then required by ``forward``.
+
         ``scheduler`` (the one the UNet was trained with) fixes how sigma is fed to the UNet:
         ``EDMEulerScheduler`` -> ``"edm"``, anything with ``beta_start/beta_end/beta_schedule`` ->
         ``"vp_discrete"`` with that schedule; ``None`` -> DDPM's default linear schedule. The weights
         are copied, so later changes to ``unet`` do not affect the discriminator. ``seed`` seeds the
         head's initialisation (the caller's global RNG state is left unchanged).
         """
-        if not isinstance(unet, UNet2DModel):
-            raise TypeError(f"from_unet needs a diffusers UNet2DModel, got {type(unet).__name__}")
+        if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
+            raise TypeError(
+                f"from_unet needs a diffusers UNet2DModel or UNet2DConditionModel, got {type(unet).__name__}"
+            )
+        if isinstance(unet, UNet2DConditionModel) and encoder_hid_dim is None:
+            encoder_hid_dim = unet.config.cross_attention_dim  # pooled prompt embedding into the head
         kwargs, cfg = {}, getattr(scheduler, "config", {})
         schedule = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
         if type(scheduler).__name__ == "EDMEulerScheduler":
@@ -284,6 +301,11 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
         return self.backbone.unet if isinstance(self.backbone, UNetEncoder) else None
 
     @property
+    def is_text_conditional(self) -> bool:
+        """Whether ``forward`` needs ``encoder_hidden_states`` (``encoder_hid_dim`` or a cross-attention feature UNet)."""
+        return self.encoder_proj is not None or isinstance(self.features, UNet2DConditionModel)
+
+    @property
     def is_class_conditional(self) -> bool:
         """Whether ``forward`` needs ``class_labels`` (own class embedding or a conditional feature UNet)."""
         return self.class_embedding is not None or getattr(self.features, "class_embedding", None) is not None
@@ -313,10 +335,14 @@ class TimeDependentDiscriminator(ModelMixin, ConfigMixin):
                 "class_labels must be given exactly when the discriminator (or its feature UNet) is "
                 f"class-conditional; this one is {'' if self.is_class_conditional else 'not '}conditional"
             )
-        if encoder_hidden_states is not None and self.encoder_proj is None:
-            raise ValueError("encoder_hidden_states given but the discriminator has encoder_hid_dim=None")
+        if (encoder_hidden_states is None) == self.is_text_conditional:
+            raise ValueError(
+                "encoder_hidden_states (prompt embeddings [B, L, D]) must be given exactly when the "
+                f"discriminator is text-conditional; this one is {'' if self.is_text_conditional else 'not '}"
+                "text-conditional"
+            )
         dtype = self.head.weight.dtype
-        h, emb = self.backbone(sample.to(dtype), sigma, class_labels)
+        h, emb = self.backbone(sample.to(dtype), sigma, class_labels, encoder_hidden_states)
         if self.class_embedding is not None:
             emb = emb + self.class_embedding(class_labels.to(sample.device).long()).to(dtype)
         if encoder_hidden_states is not None:

@@ -35,7 +35,7 @@ def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
         yield from loader
 
 
-def _split(batch, needs_labels: bool, name: str):
+def _split(batch, needs_labels: bool, name: str, needs_text: bool = False):
     x, y = (
         (batch[0], batch[1] if len(batch) > 1 else None)
         if isinstance(batch, (list, tuple))
@@ -45,6 +45,13 @@ def _split(batch, needs_labels: bool, name: str):
         raise ValueError(f"{name} must yield image tensors [C, H, W] (optionally with a label)")
     if needs_labels and y is None:
         raise ValueError(f"the discriminator is class-conditional: {name} must yield (image, label) pairs")
+    if needs_text and (not isinstance(y, torch.Tensor) or y.ndim != 3 or not y.dtype.is_floating_point):
+        raise ValueError(
+            f"the discriminator is text-conditional: {name} must yield (latent, prompt embeddings [L, D]) "
+            "pairs, e.g. DiffRSStableDiffusionPipeline.discriminator_training_data(...)"
+        )
+    if needs_text:
+        return x, y.float()
     return x, (torch.as_tensor(y).long() if needs_labels else None)
 
 
@@ -120,8 +127,9 @@ def train_discriminator(
     Args:
         discriminator: a :class:`~diffusers_plugins.TimeDependentDiscriminator` (trained in place).
         real_dataset, generated_dataset: torch datasets yielding ``image [C, H, W]`` or
-            ``(image, label)`` (labels needed for class-conditional discriminators), or tensors
-            ``[N, C, H, W]``. ``generated_dataset`` holds outputs of the base sampler being corrected.
+            ``(image, label)`` (labels needed for class-conditional discriminators), or
+            ``(latent, prompt embeddings [L, D])`` for text-conditional ones (see
+            ``DiffRSStableDiffusionPipeline.discriminator_training_data``), or tensors ``[N, C, H, W]``. ``generated_dataset`` holds outputs of the base sampler being corrected.
         scheduler: the sampler's scheduler; its levels at ``num_inference_steps`` are the noise levels.
         num_inference_steps: the step count DiffRS will sample with.
         num_steps: optimiser steps; each sees ``batch_size`` real and ``batch_size`` generated samples.
@@ -154,6 +162,7 @@ def train_discriminator(
     device = next(discriminator.parameters()).device
     sigmas = LevelTables(scheduler, num_inference_steps, "cpu").sigma.to(device)
     needs_labels = bool(getattr(discriminator, "is_class_conditional", False))
+    needs_text = bool(getattr(discriminator, "is_text_conditional", False))
     gen = torch.Generator().manual_seed(seed)
     real_iter = _batches(real, batch_size, torch.Generator().manual_seed(seed + 1))
     fake_iter = _batches(fake, batch_size, torch.Generator().manual_seed(seed + 2))
@@ -163,8 +172,8 @@ def train_discriminator(
     history: list[float] = []
     discriminator.train()
     for step in tqdm(range(num_steps), desc="discriminator", disable=not progress):
-        xr, yr = _split(next(real_iter), needs_labels, "real_dataset")
-        xf, yf = _split(next(fake_iter), needs_labels, "generated_dataset")
+        xr, yr = _split(next(real_iter), needs_labels, "real_dataset", needs_text)
+        xf, yf = _split(next(fake_iter), needs_labels, "generated_dataset", needs_text)
         if step == 0:  # whole tensors, or the first batch of each dataset, before any update
             whole = [
                 d if isinstance(d, torch.Tensor) else b
@@ -174,8 +183,9 @@ def train_discriminator(
         _check_range(xr, "real_dataset", *bounds)
         _check_range(xf, "generated_dataset", *bounds)
         x_t, sigma, target = _diffused(xr, xf, lo, hi, sigmas, gen, device)
-        labels = torch.cat([yr, yf]).to(device) if needs_labels else None
-        loss = loss_fn(discriminator(x_t, sigma, class_labels=labels), target)
+        cond = torch.cat([yr, yf]).to(device) if needs_labels or needs_text else None
+        labels, text = (None, cond) if needs_text else (cond, None)
+        loss = loss_fn(discriminator(x_t, sigma, class_labels=labels, encoder_hidden_states=text), target)
         if not torch.isfinite(loss):
             raise RuntimeError("discriminator training diverged (non-finite loss); lower learning_rate")
         optimizer.zero_grad(set_to_none=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+from torch.utils.data import TensorDataset
 
 from diffusers_plugins.calibration import DiffRSCalibration, calibration_settings
 from diffusers_plugins.level_tables import LevelTables, check_supported_scheduler
@@ -195,6 +196,33 @@ class DiffRSStableDiffusionPipeline(StableDiffusionPipeline):
         return self.image_processor.postprocess(image, output_type=output_type, do_denormalize=denorm), nsfw
 
     # ------------------------------------------------------------------ public API
+    @torch.no_grad()
+    def discriminator_training_data(
+        self,
+        prompt: str | list[str],
+        images: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> TensorDataset:
+        """``TensorDataset(latents [n, 4, h, w], prompt_embeds [n, L, D])`` for ``train_discriminator``
+        (``input_range=None``): real ``images [n, 3, H, W]`` in [-1, 1] encoded by the VAE (a latent
+        sample drawn with ``generator``, times ``scaling_factor``), or scaled ``latents`` (e.g. base
+        pipeline outputs with ``output_type="latent"``), with the prompts that describe / produced them."""
+        if (images is None) == (latents is None):
+            raise ValueError(
+                "pass exactly one of images= (pixels in [-1, 1]) or latents= (scaled VAE latents)"
+            )
+        if images is not None:
+            dist = self.vae.encode(images.to(self._execution_device, self.vae.dtype)).latent_dist
+            latents = dist.sample(generator) * self.vae.config.scaling_factor
+        prompts = [prompt] * latents.shape[0] if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != latents.shape[0]:
+            raise ValueError(
+                f"{len(prompts)} prompts for {latents.shape[0]} images/latents: give one per image"
+            )
+        embeds = self.encode_prompt(prompts, self._execution_device, 1, False)[0]
+        return TensorDataset(latents.float().cpu(), embeds.float().cpu())
+
     @torch.no_grad()
     def calibrate(
         self,

@@ -1,5 +1,6 @@
 """DiffRSStableDiffusionPipeline with tiny SD components: stock equivalence, save/load, conditioning."""
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
@@ -129,3 +130,57 @@ def test_each_image_uses_its_own_prompt_and_the_discriminator_sees_it(saved):
     pipe.calibrate(PROMPTS, num_inference_steps=N, guidance_scale=1.0, generator=gen(1), num_slots=2)
     emb = pipe.encode_prompt(PROMPTS, "cpu", 1, False)[0]
     assert torch.equal(seen[0], emb)  # level-0 test of both rows with their own prompt embeddings
+
+
+def test_from_unet_text_conditional_discriminator_trains_calibrates_and_reloads(saved, tmp_path):
+    pipe = quiet(DiffRSStableDiffusionPipeline.from_pretrained(saved))
+    disc = TimeDependentDiscriminator.from_unet(pipe.unet, pipe.scheduler, norm_num_groups=4, seed=0)
+    assert disc.is_text_conditional and disc.config.encoder_hid_dim == 32
+    # the frozen encoder is the SD UNet's own down path + mid block: compare with the UNet's mid output
+    x, t = torch.randn(2, 4, 8, 8, generator=gen(5)), torch.tensor([500.0, 20.0])
+    emb = pipe.encode_prompt(PROMPTS, "cpu", 1, False)[0]
+    mids = []
+    handle = pipe.unet.mid_block.register_forward_hook(lambda m, a, o: mids.append(o))
+    pipe.unet(x, t, encoder_hidden_states=emb)
+    handle.remove()
+    ac = pipe.scheduler.alphas_cumprod[t.long()]
+    sigma = ((1 - ac) / ac).sqrt()
+    feats, _ = disc.backbone(x * (1 + sigma**2).sqrt().view(-1, 1, 1, 1), sigma, None, emb)
+    assert torch.allclose(feats, mids[0], atol=1e-5)  # same kernels, sigma -> t round trip in fp32
+    with pytest.raises(ValueError, match="encoder_hidden_states"):
+        disc(x, sigma)
+    real = pipe.discriminator_training_data(
+        PROMPTS * 2, images=torch.rand(4, 3, 16, 16) * 2 - 1, generator=gen(1)
+    )
+    fake_latents = pipe(
+        PROMPTS * 2, num_inference_steps=N, guidance_scale=1.0, generator=gen(2), output_type="latent"
+    ).images
+    fake = pipe.discriminator_training_data(PROMPTS * 2, latents=fake_latents)
+    _, losses = diffusers_plugins.train_discriminator(
+        disc,
+        real,
+        fake,
+        pipe.scheduler,
+        num_inference_steps=N,
+        num_steps=3,
+        batch_size=2,
+        input_range=None,
+        progress=False,
+    )
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    disc.save_pretrained(tmp_path / "disc")
+    again = TimeDependentDiscriminator.from_pretrained(tmp_path / "disc")
+    assert again.is_text_conditional and again.config.encoder_hid_dim == 32
+    assert torch.equal(again(x, sigma, encoder_hidden_states=emb), disc(x, sigma, encoder_hidden_states=emb))
+    pipe = quiet(DiffRSStableDiffusionPipeline.from_pretrained(saved, discriminator=again))
+    pipe.calibrate(PROMPTS * 2, num_inference_steps=N, guidance_scale=2.0, generator=gen(1))
+    out = pipe(
+        PROMPTS,
+        num_inference_steps=N,
+        guidance_scale=2.0,
+        generator=gen(3),
+        output_type="np",
+        rejection_percentile=0.9,
+        max_nfe_per_sample=4 * N,
+    )
+    assert out.images.shape == (2, 16, 16, 3) and out.discriminator_evals.min() >= N + 1
