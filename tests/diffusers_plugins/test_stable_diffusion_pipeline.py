@@ -184,3 +184,24 @@ def test_from_unet_text_conditional_discriminator_trains_calibrates_and_reloads(
         max_nfe_per_sample=4 * N,
     )
     assert out.images.shape == (2, 16, 16, 3) and out.discriminator_evals.min() >= N + 1
+
+
+def test_bad_inputs_raise_clear_errors(saved):
+    from diffusers import DPMSolverMultistepScheduler
+
+    with pytest.raises(TypeError, match="Supported: DDPMScheduler"):
+        DiffRSStableDiffusionPipeline.from_pretrained(saved, scheduler=DPMSolverMultistepScheduler())
+    pipe = quiet(DiffRSStableDiffusionPipeline.from_pretrained(saved))
+    with pytest.raises(ValueError, match="rejection_percentile"):
+        pipe(PROMPTS, num_inference_steps=N, rejection_percentile=1.5)
+    with pytest.raises(ValueError, match="calibrate needs a discriminator"):
+        pipe.calibrate(PROMPTS, num_inference_steps=N)
+    with pytest.raises(ValueError, match="3 prompts for 2"):
+        pipe.discriminator_training_data(PROMPTS + ["x"], latents=torch.zeros(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="exactly one of images"):
+        pipe.discriminator_training_data(PROMPTS)
+    with pytest.raises(TypeError):
+        pipe(PROMPTS, num_inference_steps=N, batch_size=2)
+    pipe = quiet(DiffRSStableDiffusionPipeline.from_pretrained(saved, discriminator=constant_discriminator()))
+    with pytest.raises(ValueError, match="no calibration"):
+        pipe(PROMPTS, num_inference_steps=N)
