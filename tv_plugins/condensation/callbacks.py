@@ -19,6 +19,7 @@ from ..persistence import check_settings, describe, digest
 from ..registry import check_choice, check_int
 from .objective import MatchingObjective
 from .parameterization import SyntheticParameterization
+from .process_group import writer
 
 __all__ = ["Checkpoint", "DistillCallback", "DistillState", "EarlyStopping", "PeriodicEvaluation", "ProgressBar"]
 
@@ -143,6 +144,12 @@ class Checkpoint(DistillCallback):
         return self.directory / self.FILE
 
     def save(self, state: DistillState) -> None:
+        """Write the checkpoint (rank 0 of a process group; the other ranks wait until it is written)."""
+        with writer() as write:
+            if write:
+                self._write(state)
+
+    def _write(self, state: DistillState) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = {
             "settings": self.settings, "iteration": state.iteration, "losses": list(state.losses),

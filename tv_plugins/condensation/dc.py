@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from ..randomness import draw_seed, spawn
 from ..registry import check_int, check_number
 from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
+from .process_group import owned, sum_gradients, sum_value
 
 __all__ = ["GradientMatching", "default_loops", "gradient_distance"]
 
@@ -60,10 +61,12 @@ class GradientMatching(MatchingObjective):
         self.inner_loop = check_int("inner_loop", inner_loop, optional=True)
         self.inner_lr = check_number("inner_lr", inner_lr, positive=True)
 
-    def _matching_loss(self, net, params, parameterization, real, generators) -> torch.Tensor:
-        """Sum over classes of the distance between real and synthetic gradients (one DSA draw per class)."""
+    def _matching_loss(self, net, params, parameterization, real, generators) -> torch.Tensor | float:
+        """Sum over classes of the distance between real and synthetic gradients (one DSA draw per class); under a
+        ``torch.distributed`` group, over this rank's classes (:func:`~.process_group.owned`; 0.0 when it has none)."""
         loss = 0.0
-        for c, generator in enumerate(generators):
+        for c in owned(len(generators)):  # every class under one process; this rank's classes under a group
+            generator = generators[c]
             seed = draw_seed(generator)
             x_real = self.augment(real.sample_class(c, self.batch_real, generator), seed)
             target_real = torch.full((len(x_real),), c, dtype=torch.long)
@@ -86,9 +89,11 @@ class GradientMatching(MatchingObjective):
             loss = self._matching_loss(net, params, parameterization, real,
                                        spawn(generator, real.num_classes))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=list(parameterization.parameters()))
+            if isinstance(loss, torch.Tensor):
+                loss.backward(inputs=list(parameterization.parameters()))
+            sum_gradients(parameterization.parameters())
             optimizer.step()
-            total += float(loss.detach())
+            total += sum_value(loss)
             if outer_step == outer - 1:
                 break
             with torch.no_grad():

@@ -18,6 +18,7 @@ from .ddif import DDiFParameterization
 from .fred import FreDParameterization
 from .objective import OBJECTIVES, MatchingObjective
 from .parameterization import PARAMETERIZATIONS, SyntheticParameterization, check_ipc
+from .process_group import check_same_settings
 from .synthetic import SyntheticDataset
 
 __all__ = ["DDiF", "FreD", "distill"]
@@ -108,6 +109,11 @@ def distill(dataset, parameterization: str | type[SyntheticParameterization] | S
         progress: show tqdm bars (adds a :class:`ProgressBar` unless one is given).
         callbacks: :class:`DistillCallback` instances (evaluation, checkpoint/resume, early stop, ...).
 
+    Under a ``torch.distributed`` default process group (``torchrun`` / ``accelerate launch``; every rank calls
+    ``distill`` with the same arguments) DM and DC split their classes over the ranks and sum the storage's gradients,
+    a TM expert buffer trained here is split by expert, every rank returns the same set, and only rank 0 writes files
+    (:mod:`tv_plugins.condensation.process_group`). Without one, everything runs in this process.
+
     Returns:
         :class:`SyntheticDataset` with ``metadata`` {objective, iterations, seed, learned_lr, losses, evaluations}.
 
@@ -123,6 +129,8 @@ def distill(dataset, parameterization: str | type[SyntheticParameterization] | S
         if not isinstance(callback, DistillCallback):
             raise TypeError(f"callbacks must be DistillCallback instances, got {type(callback).__name__}")
     real = as_labeled_tensors(dataset)
+    check_same_settings({"seed": seed, "iterations": iterations, "ipc": ipc, "lr": lr, "dataset_size": len(real.labels),
+                         "objective": objective if isinstance(objective, str) else type(objective).__name__})
     all_callbacks = list(callbacks)
     all_callbacks.sort(key=lambda c: not isinstance(c, Checkpoint))  # restore first, so the others see the resumed state
     # built-in code draws from explicit generators; torch's global RNG is seeded too (and restored on exit) for

@@ -9,6 +9,7 @@ from ..randomness import draw_seed, spawn
 from ..registry import check_int
 from .augmentation import DSA
 from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
+from .process_group import owned, sum_gradients, sum_value
 
 __all__ = ["DistributionMatching", "distribution_matching_loss"]
 
@@ -27,7 +28,9 @@ class DistributionMatching(MatchingObjective):
     and all synthetic instances of the class (``batch_syn`` random ones if set).
 
     Args:
-        step_per_class: False (FreD's DM code): sum the class losses and take one step; True (DDiF): one step per class.
+        step_per_class: False (FreD's DM code): sum the class losses and take one step (split over processes by
+            class under a ``torch.distributed`` group); True (DDiF): one step per class (each step sees the
+            previous class's update, so it runs whole on every process).
         batch_syn: synthetic instances per class per step (None = all).
         Other arguments: see :class:`MatchingObjective`.
     """
@@ -58,8 +61,11 @@ class DistributionMatching(MatchingObjective):
                 optimizer.step()
                 total += float(loss.detach())
             return total
-        loss = sum(self._class_loss(net, parameterization, real, c, streams[c]) for c in range(real.num_classes))
+        # under a process group each rank sums its own classes (process_group.owned) and the gradients are summed
+        loss = sum(self._class_loss(net, parameterization, real, c, streams[c]) for c in owned(real.num_classes))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if isinstance(loss, torch.Tensor):
+            loss.backward()
+        sum_gradients(parameterization.parameters())
         optimizer.step()
-        return float(loss.detach())
+        return sum_value(loss)

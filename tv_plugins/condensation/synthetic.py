@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ..persistence import read_json, read_safetensors
 from .parameterization import PARAMETERIZATIONS, SyntheticParameterization
+from .process_group import writer
 
 __all__ = ["SyntheticDataset"]
 
@@ -79,14 +80,17 @@ class SyntheticDataset(Dataset):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``path/synthetic.safetensors`` (the storage) and ``path/synthetic.json`` (kind, config, metadata).
-        Transforms are not saved."""
+        Transforms are not saved. Under a ``torch.distributed`` group rank 0 writes and the others wait."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.parameterization.state_dict().items()}
-        save_file(state, str(path / _WEIGHTS))
-        config = {"format_version": 1, "kind": self.parameterization.kind, "config": self.parameterization.config(),
-                  "resolution": self.resolution, "metadata": self.metadata}
-        (path / _CONFIG).write_text(json.dumps(config, indent=2))
+        with writer() as write:  # rank 0 only under a process group; the others wait for it
+            if write:
+                path.mkdir(parents=True, exist_ok=True)
+                state = {k: v.detach().contiguous() for k, v in self.parameterization.state_dict().items()}
+                save_file(state, str(path / _WEIGHTS))
+                config = {"format_version": 1, "kind": self.parameterization.kind,
+                          "config": self.parameterization.config(), "resolution": self.resolution,
+                          "metadata": self.metadata}
+                (path / _CONFIG).write_text(json.dumps(config, indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, transform: Callable | None = None,

@@ -22,6 +22,7 @@ from ..randomness import seeded
 from ..registry import Entry, check_int
 from .augmentation import DSA
 from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
+from .process_group import gather_owned, owned, writer
 
 __all__ = ["ExpertTrajectories", "TrajectoryMatching", "train_expert_trajectories"]
 
@@ -53,11 +54,13 @@ class ExpertTrajectories:
         return ConvNet(**self.network)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """``path/trajectories.safetensors`` + ``path/config.json``."""
+        """``path/trajectories.safetensors`` + ``path/config.json`` (written by rank 0 of a process group)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"trajectories": self.trajectories.contiguous()}, str(path / self.WEIGHTS))
-        (path / self.CONFIG).write_text(json.dumps({"network": self.network, "lr": self.lr}, indent=2))
+        with writer() as write:  # rank 0 only under a process group; the others wait for it
+            if write:
+                path.mkdir(parents=True, exist_ok=True)
+                save_file({"trajectories": self.trajectories.contiguous()}, str(path / self.WEIGHTS))
+                (path / self.CONFIG).write_text(json.dumps({"network": self.network, "lr": self.lr}, indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> ExpertTrajectories:
@@ -94,8 +97,9 @@ def train_expert_trajectories(dataset, num_experts: int = 100, epochs: int = 50,
     """Train ``num_experts`` fresh ConvNets on ``dataset`` (``(image, label)`` items or ``(images, labels)``,
     square 2-D images; SGD ``lr``, no momentum or weight decay, DSA on every batch) and record their parameters
     at epochs 0..``epochs``: :class:`ExpertTrajectories` ``[num_experts, epochs + 1, P]``. Expert ``e`` depends only
-    on ``seed + 1000003 e`` (initialisation, batch order, augmentation), so experts can be trained in any order or
-    split across processes; the caller's global RNG state is not changed."""
+    on ``seed + 1000003 e`` (initialisation, batch order, augmentation): under a ``torch.distributed`` group expert
+    ``e`` is trained by rank ``e % world_size`` and every rank returns the whole buffer, equal bit for bit to the
+    one-process one. The caller's global RNG state is not changed."""
     for arg, value in (("num_experts", num_experts), ("epochs", epochs), ("batch_size", batch_size)):
         check_int(arg, value)
     real = as_labeled_tensors(dataset)
@@ -104,9 +108,15 @@ def train_expert_trajectories(dataset, num_experts: int = 100, epochs: int = 50,
     network = {"in_channels": real.channels, "num_classes": real.num_classes, "image_size": real.spatial[0],
                "depth": depth, "width": width, "norm": norm}
     augment = DSA(dsa)
-    trajectories = [_train_expert(real, network, epochs, lr, batch_size, augment, seed + 1_000_003 * e)
-                    for e in tqdm(range(num_experts), desc="expert trajectories", disable=not progress)]
-    return ExpertTrajectories(torch.stack(trajectories), network, lr)
+    bar = tqdm(total=len(owned(num_experts)), desc="expert trajectories", disable=not progress)
+
+    def train(e: int) -> torch.Tensor:
+        trajectory = _train_expert(real, network, epochs, lr, batch_size, augment, seed + 1_000_003 * e)
+        bar.update()
+        return trajectory
+
+    with bar:
+        return ExpertTrajectories(gather_owned(num_experts, train), network, lr)
 
 
 #: the options of ``expert_kwargs`` (TypeError on an unknown one), with their defaults
