@@ -303,7 +303,10 @@ class RejectionSampler:
         if self.tables.family == "ddpm":
             noise = self.streams.randn("sampler", sample_ids, tuple(x.shape[1:]), x.dtype)
         x_next, nfe = self.tables.step(
-            x, level, lambda inp, t, rows: self.model_fn(inp, t, sample_ids[rows.cpu()]), noise
+            x,
+            level,
+            lambda inp, t, rows: self.model_fn(inp, t, sample_ids[rows.cpu()]).to(torch.float32),
+            noise,
         )
         _check_finite(x_next, level, "the UNet step from these levels produced")
         return x_next, nfe
@@ -328,7 +331,8 @@ class RejectionSampler:
         testing = self.log_ratio_fn is not None
         if testing and not warmup and (self.log_m is None or self.log_m_transition is None):
             raise ValueError("sampling with a discriminator needs log_m and log_m_transition (see calibrate)")
-        N, n = self.tables.num_levels, latents.shape[0]
+        N, n, out_dtype = self.tables.num_levels, latents.shape[0], latents.dtype
+        latents = latents.to(torch.float32)  # states, tables and tests in fp32 whatever the model dtype
         run = _Run(
             latents=latents,
             sample_ids=sample_ids.to(torch.long).cpu(),
@@ -351,6 +355,7 @@ class RejectionSampler:
                 self._enforce_budget(slots, run)
             slots = run.harvest(slots, N)
         run.bar.close()
+        run.result.samples = run.result.samples.to(out_dtype)
         return run.result
 
     def _test(self, slots: Slots, rows: torch.Tensor, run: _Run, transition: bool) -> torch.Tensor:

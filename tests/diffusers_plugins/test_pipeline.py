@@ -16,7 +16,7 @@ from diffusers import (
 import diffusers_plugins
 from diffusers_plugins import DiffRSPipeline, TimeDependentDiscriminator
 
-from .conftest import assert_equal_up_to_kernel_rounding
+from .conftest import assert_equal_up_to_kernel_rounding, make_unet
 
 DECISIONS = ("nfe", "trajectory_nfe", "rejections", "restarts", "discriminator_evals", "tests_per_level")
 
@@ -197,3 +197,19 @@ def test_bad_inputs_raise_clear_errors(unet):
     hopeless.calibrate(4, N)
     with pytest.raises(RuntimeError, match="max_ticks=30"):
         hopeless(2, N, gen(), max_ticks=30, clamp_log_m=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_pipeline_runs_end_to_end(unet, dtype):
+    """fp16/bf16 UNet and discriminator: states, tables and tests stay fp32, images come back in the
+    pipeline's dtype and follow the fp32 run within half-precision rounding of the UNet's output."""
+    ref = quiet(DiffRSPipeline(unet, DDIMScheduler()))(3, N, gen(), output_type="latent").images
+    half_unet = make_unet().to(dtype)
+    pipe = quiet(DiffRSPipeline(half_unet, DDIMScheduler(), random_discriminator(half_unet, scale=8.0)))
+    pipe.calibrate(num_samples=6, num_inference_steps=N, generator=gen(1))
+    out = pipe(3, N, gen(), rejection_percentile=0.9, output_type="latent")
+    assert out.images.dtype == dtype and bool(torch.isfinite(out.images).all())
+    plain = quiet(DiffRSPipeline(half_unet, DDIMScheduler()))(3, N, gen(), output_type="latent").images
+    # half weights and activations: relative rounding 2**-8 (bf16) per op, carried through N DDIM steps
+    # amplified by 1/sqrt(abar) ~ 36 in total: a few 0.1 of the state scale at most
+    assert plain.dtype == dtype and float((plain.float() - ref).abs().max()) <= 0.5 * float(ref.abs().max())
