@@ -29,6 +29,7 @@ from .divergences import (
     skew_reverse_kl,
     total_variation,
 )
+from .head_transform import HeadTransform, head_transform
 from .loss import Loss, register
 from .registry import LOSS_NAMES, get, loss_class, loss_options
 
@@ -38,6 +39,7 @@ __all__ = [
     "CSDLoss",
     "ForwardKLLoss",
     "GeneralizedJSDLoss",
+    "HeadTransform",
     "JeffreysLoss",
     "LOSS_NAMES",
     "Loss",
@@ -53,6 +55,7 @@ __all__ = [
     "forward_kl",
     "generalized_jsd",
     "get",
+    "head_transform",
     "jeffreys",
     "loss_class",
     "loss_options",

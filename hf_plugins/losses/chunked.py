@@ -5,7 +5,9 @@ and in gradient (with respect to the student's hidden states, head weight and he
 holding either model's ``[N, V]`` logits. Each chunk of positions is projected, its per-token values and
 the closed-form gradient ``d loss / d logits`` are computed under no_grad, and that gradient is pushed
 through the projection at once (``grad_h = G W``, ``grad_W += G^T h``, ``grad_bias += sum G``); the chunk's
-logits are then freed. Backward only scales the stored gradients, so nothing is recomputed.
+logits are then freed. Backward only scales the stored gradients, so nothing is recomputed. A model's own
+head transform (``HeadTransform``: soft-capping or a logit scale) is applied to each chunk's logits and its
+derivative chained into ``G``, so the loss equals the one on ``model(...).logits``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .head_transform import HeadTransform
 from .loss import Loss
 from .reduction import check_finite, check_mask
 from .registry import get
@@ -57,9 +60,11 @@ def _chunk_loop(
     tensors: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor | None],
     dtype: torch.dtype,
     wants: tuple[bool, bool, bool],
+    transforms: tuple[HeadTransform, HeadTransform] = (HeadTransform(), HeadTransform()),
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Sum of per-token values over all rows and (as requested) its gradients w.r.t. h_s, W_s, bias_s."""
     h_s, w_s, bias_s, h_t, w_t, bias_t = tensors
+    f_s, f_t = transforms
     w_s, w_t = w_s.detach().to(dtype), w_t.detach().to(dtype)
     bias_s = None if bias_s is None else bias_s.detach().to(dtype)
     bias_t = None if bias_t is None else bias_t.detach().to(dtype)
@@ -73,12 +78,13 @@ def _chunk_loop(
         for start in range(0, n, chunk_size):
             rows = slice(start, min(start + chunk_size, n))
             hs = h_s[rows].detach().to(dtype)
-            zs = _project(hs, w_s, bias_s)
-            zt = _project(h_t[rows].detach().to(dtype), w_t, bias_t)
+            zs = f_s(_project(hs, w_s, bias_s))
+            zt = f_t(_project(h_t[rows].detach().to(dtype), w_t, bias_t))
             if not need_grad:
                 total += kernel.value(zs, zt).sum()
                 continue
             values, g = kernel.value_and_grad(zs, zt)
+            g = f_s.chain(g, zs)
             del zs, zt
             total += values.sum()
             if grad_h is not None:
@@ -92,10 +98,10 @@ def _chunk_loop(
 
 class _ChunkedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kernel, chunk_size, dtype, h_s, w_s, bias_s, h_t, w_t, bias_t):
-        wants = (ctx.needs_input_grad[3], ctx.needs_input_grad[4], ctx.needs_input_grad[5])
+    def forward(ctx, kernel, chunk_size, dtype, transforms, h_s, w_s, bias_s, h_t, w_t, bias_t):
+        wants = (ctx.needs_input_grad[4], ctx.needs_input_grad[5], ctx.needs_input_grad[6])
         total, grad_h, grad_w, grad_bias = _chunk_loop(
-            kernel, chunk_size, (h_s, w_s, bias_s, h_t, w_t, bias_t), dtype, wants
+            kernel, chunk_size, (h_s, w_s, bias_s, h_t, w_t, bias_t), dtype, wants, transforms
         )
         scale = 1.0 / max(h_s.shape[0], 1)
         ctx.grads = [
@@ -107,7 +113,7 @@ class _ChunkedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grads = [None if g is None else g * grad_output.to(g.dtype) for g in ctx.grads]
-        return (None, None, None, *grads, None, None, None)
+        return (None, None, None, None, *grads, None, None, None)
 
 
 def chunked(
@@ -120,6 +126,8 @@ def chunked(
     chunk_size: int | None = None,
     student_head_bias: Tensor | None = None,
     teacher_head_bias: Tensor | None = None,
+    student_head_transform: HeadTransform | None = None,
+    teacher_head_transform: HeadTransform | None = None,
     **options: object,
 ) -> Tensor:
     """Loss ``name`` (any of ``LOSS_NAMES``, with its ``options``) computed from hidden states chunk by chunk.
@@ -134,6 +142,8 @@ def chunked(
         chunk_size: positions projected at a time (None: ``default_chunk_size(V)``, about 2^23 logits per
             chunk); peak extra memory is a few ``[chunk_size, V]`` tensors.
         student_head_bias, teacher_head_bias: optional ``[V]`` head biases.
+        student_head_transform, teacher_head_transform: the models' own transform of the head output
+            (``head_transform(model)``: Gemma's soft-capping, Cohere's / Granite's logit scale); None = identity.
         **options: the loss's options (validated before any work).
 
     Returns:
@@ -160,6 +170,12 @@ def chunked(
             f"student_hidden {tuple(student_hidden.shape)} and teacher_hidden {tuple(teacher_hidden.shape)} "
             "must have the same leading (position) shape"
         )
+    transforms = []
+    for role, f in (("student", student_head_transform), ("teacher", teacher_head_transform)):
+        if f is not None and not isinstance(f, HeadTransform):
+            raise TypeError(f"{role}_head_transform must be a HeadTransform or None, got {type(f).__name__}")
+        transforms.append(HeadTransform() if f is None else f)
+    transforms = tuple(transforms)
     mask = check_mask(mask, student_hidden.shape[:-1], student_hidden.device)
     if chunk_size is None:
         chunk_size = default_chunk_size(student_head_weight.shape[0])
@@ -173,9 +189,9 @@ def chunked(
     t_bias = None if teacher_head_bias is None else teacher_head_bias.detach()
     if not torch.is_grad_enabled():
         tensors = (h_s, student_head_weight, student_head_bias, h_t, teacher_head_weight, t_bias)
-        total = _chunk_loop(kernel, chunk_size, tensors, dtype, (False, False, False))[0]
+        total = _chunk_loop(kernel, chunk_size, tensors, dtype, (False, False, False), transforms)[0]
         return check_finite(total / max(h_s.shape[0], 1), kernel)
     return _ChunkedLoss.apply(
-        kernel, chunk_size, dtype, h_s, student_head_weight, student_head_bias, h_t.detach(),
+        kernel, chunk_size, dtype, transforms, h_s, student_head_weight, student_head_bias, h_t.detach(),
         teacher_head_weight.detach(), t_bias,
     )

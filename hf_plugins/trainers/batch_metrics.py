@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..losses import HeadTransform
+
 __all__ = ["kl_entropy_sums", "kl_entropy_sums_chunked", "token_nll"]
 
 
@@ -43,14 +45,16 @@ def kl_entropy_sums_chunked(
     chunk_size: int,
     student_head_bias: torch.Tensor | None = None,
     teacher_head_bias: torch.Tensor | None = None,
+    transforms: tuple[HeadTransform, HeadTransform] = (HeadTransform(), HeadTransform()),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """As ``kl_entropy_sums`` from hidden states ``[..., H]`` and heads ``[V, H]``, ``chunk_size`` tokens at a time."""
+    """As ``kl_entropy_sums`` from hidden states ``[..., H]`` and heads ``[V, H]``, ``chunk_size`` tokens at a time
+    (each head output passed through its model's ``transforms`` entry, student first)."""
     hs, ht = student_hidden[mask], teacher_hidden[mask]
     kl_sum = torch.zeros((), device=hs.device)
     ent_sum = torch.zeros((), device=hs.device)
     for i in range(0, hs.shape[0], chunk_size):
-        s = F.linear(hs[i : i + chunk_size], student_head_weight, student_head_bias)
-        t = F.linear(ht[i : i + chunk_size], teacher_head_weight, teacher_head_bias)
+        s = transforms[0](F.linear(hs[i : i + chunk_size], student_head_weight, student_head_bias))
+        t = transforms[1](F.linear(ht[i : i + chunk_size], teacher_head_weight, teacher_head_bias))
         ones = torch.ones(s.shape[0], dtype=torch.bool, device=s.device)
         k, e, _ = kl_entropy_sums(s, t, ones)
         kl_sum, ent_sum = kl_sum + k, ent_sum + e

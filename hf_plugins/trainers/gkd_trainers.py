@@ -21,6 +21,7 @@ from trl.experimental.gkd import GKDTrainer
 from trl.models.utils import _ForwardRedirection, unwrap_model_for_generation
 from trl.trainer.sft_trainer import SFTTrainer
 
+from ..losses import head_transform
 from .configs import AMiDConfig, CSDConfig, KDConfig
 from .data_formats import to_chatml_collator_format
 from .loss_computation import LossTerms, chunked_terms, full_logit_terms
@@ -96,6 +97,8 @@ class KDTrainer(GKDTrainer):
             )
         unwrapped_teacher = self.accelerator.unwrap_model(self.teacher_model)
         self.vocab_size = check_vocabularies(self.model, unwrapped_teacher, processing_class)
+        if args.loss_chunk_size is not None:  # an unknown head transform is refused before any work
+            head_transform(self.model), head_transform(unwrapped_teacher)
         self._forward_redirection = _ForwardRedirection()
         self._dataset_input_ids = None
         self.student_data_schedule = None
@@ -128,6 +131,7 @@ class KDTrainer(GKDTrainer):
             self.vocab_size,
             self.args.loss_chunk_size,
             need_nll=True,
+            transforms=(head_transform(unwrapped), head_transform(teacher)),
         )
 
     def _loss_terms(self, model, inputs) -> tuple[LossTerms, object]:

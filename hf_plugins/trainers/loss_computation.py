@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..losses import Loss, chunked
+from ..losses import HeadTransform, Loss, chunked
 from .batch_metrics import kl_entropy_sums, kl_entropy_sums_chunked, token_nll
 
 __all__ = ["LossTerms", "chunked_terms", "full_logit_terms"]
@@ -63,11 +63,11 @@ def full_logit_terms(
     return LossTerms(distill, nll, kl, ent, n)
 
 
-def _chunked_nll(hidden, weight, bias, labels, chunk_size) -> torch.Tensor:
+def _chunked_nll(hidden, weight, bias, labels, chunk_size, transform: HeadTransform) -> torch.Tensor:
     total = hidden.new_zeros((), dtype=torch.float32)
     n = hidden.shape[0]
     for i in range(0, n, chunk_size):
-        logits = F.linear(hidden[i : i + chunk_size], weight, bias).float()
+        logits = transform(F.linear(hidden[i : i + chunk_size], weight, bias).float())
         total = total + F.cross_entropy(logits, labels[i : i + chunk_size], reduction="sum")
     return total / max(n, 1)
 
@@ -82,6 +82,7 @@ def chunked_terms(
     vocab_size: int,
     chunk_size: int,
     need_nll: bool,
+    transforms: tuple[HeadTransform, HeadTransform] = (HeadTransform(), HeadTransform()),
 ) -> LossTerms:
     """Loss terms from final hidden states, never building the ``[B, T, V]`` logits.
 
@@ -91,6 +92,7 @@ def chunked_terms(
         student_head, teacher_head: the ``nn.Linear`` output heads (rows beyond ``vocab_size`` are dropped).
         labels: ``[B, T']`` shifted labels, -100 where excluded.
         chunk_size: tokens per chunk handed to ``hf_plugins.losses.chunked``.
+        transforms: the student's and teacher's ``head_transform`` (applied to every head output here).
     """
     mask = labels != -100
     ws, wt = student_head.weight[:vocab_size], teacher_head.weight[:vocab_size]
@@ -98,10 +100,11 @@ def chunked_terms(
     bt = teacher_head.bias[:vocab_size] if getattr(teacher_head, "bias", None) is not None else None
     wt = wt.to(teacher_hidden.dtype)
     distill = chunked(
-        loss, student_hidden, ws, teacher_hidden, wt, mask, chunk_size, student_head_bias=bs, teacher_head_bias=bt
+        loss, student_hidden, ws, teacher_hidden, wt, mask, chunk_size, student_head_bias=bs, teacher_head_bias=bt,
+        student_head_transform=transforms[0], teacher_head_transform=transforms[1],
     )
-    nll = _chunked_nll(student_hidden[mask], ws, bs, labels[mask], chunk_size) if need_nll else None
+    nll = _chunked_nll(student_hidden[mask], ws, bs, labels[mask], chunk_size, transforms[0]) if need_nll else None
     kl, ent, n = kl_entropy_sums_chunked(
-        student_hidden.detach(), ws.detach(), teacher_hidden, wt, mask, chunk_size, bs, bt
+        student_hidden.detach(), ws.detach(), teacher_hidden, wt, mask, chunk_size, bs, bt, transforms
     )
     return LossTerms(distill, nll, kl, ent, n)

@@ -3,11 +3,13 @@
 Same constructor and data as ``trl.DistillationTrainer`` (a prompt-only dataset, tokenizer padded on the
 left; the student generates every completion). Only the divergence changes: the trainer's private
 ``_compute_loss`` is replaced by ``hf_plugins.losses.chunked`` over the final hidden states and the two
-``lm_head`` weights (cut to ``len(tokenizer)`` rows), so the ``[B, T, V]`` logits are never built.
+``lm_head`` weights (cut to ``len(tokenizer)`` rows), so the ``[B, T, V]`` logits are never built. Each model's
+own head transform (Gemma's final-logit soft-capping, Cohere's / Granite's logit scale: ``head_transform``)
+is applied to its chunks, so the loss is the one on the models' own logits.
 
 Differences from ``DistillationTrainer`` to know: ``temperature`` is the sampling temperature only (the loss
-uses raw logits; CSD's own ``csd_temperature`` tempers its weights); ``beta`` is unused; models with a
-``logit_scale`` or final-logit soft-capping are rejected at construction (the chunked loss takes plain heads).
+uses the models' logits untempered; CSD's own ``csd_temperature`` tempers its weights); ``beta`` is unused; a
+config with a head transform ``head_transform`` does not know is rejected at construction.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 from trl import DistillationTrainer
 
+from ..losses import head_transform
 from .configs import AMiDOnPolicyConfig, CSDOnPolicyConfig, KDOnPolicyConfig
 from .loss_computation import chunked_terms
 from .vocabulary import (
@@ -26,18 +29,8 @@ from .vocabulary import (
 
 __all__ = ["AMiDOnPolicyTrainer", "CSDOnPolicyTrainer", "KDOnPolicyTrainer"]
 
-_SCALE_FIELDS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling", "final_logit_softcapping")
-
-
-def _reject_logit_transforms(model, role: str) -> None:
-    cfg = model.config.get_text_config()
-    for name in _SCALE_FIELDS:
-        value = getattr(cfg, name, None)
-        if value is not None and value != 1.0:
-            raise ValueError(
-                f"the {role} config sets {name}={value!r}; the on-policy hf_plugins trainers take plain lm_head logits "
-                "(use the GKD-based trainers, which read the model's own logits)"
-            )
+def _check_head_transform(model, role: str) -> None:
+    head_transform(model)
 
 
 class KDOnPolicyTrainer(DistillationTrainer):
@@ -73,7 +66,7 @@ class KDOnPolicyTrainer(DistillationTrainer):
                     "dataset with a 'prompt' column (string or message list)"
                 )
         self.distillation_loss = args.distillation_loss()
-        check_models(model, teacher_model, processing_class, check_model=_reject_logit_transforms)
+        check_models(model, teacher_model, processing_class, check_model=_check_head_transform)
         with trl_vocab_size_check_relaxed(model, teacher_model):
             super().__init__(
                 model=model,
@@ -89,8 +82,8 @@ class KDOnPolicyTrainer(DistillationTrainer):
                 tools=tools,
             )
         teacher = self.accelerator.unwrap_model(self.teacher_model)
-        _reject_logit_transforms(self.model, "student")
-        _reject_logit_transforms(teacher, "teacher")
+        _check_head_transform(self.model, "student")
+        _check_head_transform(teacher, "teacher")
         self.vocab_size = check_vocabularies(self.model, teacher, processing_class)
         self._pending_metrics: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -120,6 +113,7 @@ class KDOnPolicyTrainer(DistillationTrainer):
             self.vocab_size,
             self.args.loss_chunk_size,
             need_nll=False,
+            transforms=(head_transform(unwrapped_student), head_transform(teacher)),
         )
         loss = terms.distill
         if num_items_in_batch is not None:
