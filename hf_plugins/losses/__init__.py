@@ -5,7 +5,8 @@ logits ``[..., V]`` of any float dtype (computed in fp32, or fp64 for fp64 input
 (True = the position counts) and one token-level mean over the valid positions of the whole batch. Only the
 student receives gradient. Each loss is also a frozen dataclass (``AMiDLoss``, ``CSDLoss``, ...) that declares
 its options; ``get(name, **options)`` returns one configured instance, and ``chunked(name, ...)`` computes any
-of them from hidden states and LM heads without materializing the ``[N, V]`` logits.
+of them from hidden states and LM heads without materializing the ``[N, V]`` logits;
+``sparse(loss, student_logits, SparseTeacher)`` computes any of them against a top-k teacher (``top_k_teacher``).
 """
 
 from .amid import AMiDLoss, amid
@@ -32,6 +33,7 @@ from .divergences import (
 from .head_transform import HeadTransform, head_transform
 from .loss import Loss, register
 from .registry import LOSS_NAMES, get, loss_class, loss_options
+from .sparse import SparseTeacher, sparse, top_k_teacher
 
 __all__ = [
     "ABDivergenceLoss",
@@ -44,6 +46,7 @@ __all__ = [
     "LOSS_NAMES",
     "Loss",
     "ReverseKLLoss",
+    "SparseTeacher",
     "SkewForwardKLLoss",
     "SkewReverseKLLoss",
     "TotalVariationLoss",
@@ -63,5 +66,7 @@ __all__ = [
     "reverse_kl",
     "skew_forward_kl",
     "skew_reverse_kl",
+    "sparse",
+    "top_k_teacher",
     "total_variation",
 ]

@@ -132,5 +132,17 @@ class CSDLoss(Loss):
     def value_and_grad(self, b: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         return self._evaluate(b, a, True)
 
+    @torch.no_grad()
+    def sparse_value_and_grad(self, b: Tensor, ids: Tensor, lp: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
+        """CSD restricted to the teacher's kept set K (``ids [N, k]``), weights renormalised over K.
+
+        The double sum runs over pairs in K only, with ``softmax(b_K / temperature)``, ``softmax(lp_K)``, ``1/k``
+        or their mixture as weights (the tail mass ``tail`` is unused). Bias: pairs involving a non-kept token are
+        dropped and the weights are those of the distributions conditioned on K, so student logits outside K get
+        no gradient (mass the student moves outside K is not penalised). Exact when k = V.
+        """
+        values, grad_kept = self._evaluate(b.gather(-1, ids), lp, True)
+        return values, torch.zeros_like(b).scatter_(-1, ids, grad_kept)
+
 
 csd = functional(CSDLoss)

@@ -101,6 +101,13 @@ class Loss:
             (grad,) = torch.autograd.grad(values.sum(), b)
         return values.detach(), grad
 
+    def sparse_value_and_grad(self, b: Tensor, ids: Tensor, lp: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-token values ``[N]`` and gradient ``[N, V]`` against a sparse teacher (top-k ``ids``/``lp`` ``[N, k]``,
+        log tail mass ``tail`` ``[N]``): by default the loss on the k+1-bucket coarsening (``losses.sparse``)."""
+        from .sparse import bucket_value_and_grad
+
+        return bucket_value_and_grad(self, b, ids, lp, tail)
+
 
 @dataclass(frozen=True)
 class LogSpaceLoss(Loss):
