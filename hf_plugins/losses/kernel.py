@@ -173,15 +173,9 @@ def _ab_limit_value_and_grads(
     if a0 and b0:
         diff = l_y - l_x
         return masked_sum(0.5 * diff**2, support), (-diff if need_x else None), diff
-    if a0:
-        y_b, x_b = torch.exp(beta * l_y), torch.exp(beta * l_x)
-        diff = l_y - l_x
-        terms = (y_b * (beta * diff - 1.0) + x_b) / beta**2
-        return (
-            masked_sum(terms, support),
-            ((x_b - y_b) / beta if need_x else None),
-            (y_b * diff if need_y else None),
-        )
+    if a0:  # alpha = 0 is the beta = 0 branch with X and Y (and alpha and beta) swapped
+        value, grad_y, grad_x = _ab_limit_value_and_grads(l_y, l_x, beta, 0.0, support, need_y, need_x)
+        return value, grad_x, grad_y
     if b0:
         x_a, y_a = torch.exp(alpha * l_x), torch.exp(alpha * l_y)
         diff = l_x - l_y
