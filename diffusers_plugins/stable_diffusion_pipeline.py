@@ -99,8 +99,22 @@ class DiffRSStableDiffusionPipeline(StableDiffusionPipeline):
         return {**settings, "scheduler": digest, "scheduler_config": config}
 
     # ------------------------------------------------------------------ pieces
-    def _encode(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, nipp, guidance_scale):
-        """``(cond [n, L, D], uncond [n, L, D] | None)``, one row per image (the parent's ``encode_prompt``)."""
+    def _encode(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, nipp, guidance_scale,
+                height, width, tensor_inputs=None):
+        """Checked inputs as ``(height, width, cond [n, L, D], uncond [n, L, D] | None)``, one row per image
+        (the parent's ``check_inputs`` and ``encode_prompt``; height and width default to the UNet's size)."""
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        self.check_inputs(
+            prompt,
+            height,
+            width,
+            None,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            callback_on_step_end_tensor_inputs=tensor_inputs,
+        )
         self._guidance_scale = guidance_scale
         cond, uncond = self.encode_prompt(
             prompt,
@@ -111,7 +125,7 @@ class DiffRSStableDiffusionPipeline(StableDiffusionPipeline):
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds,
         )
-        return cond, (uncond if self.do_classifier_free_guidance else None)
+        return height, width, cond, (uncond if self.do_classifier_free_guidance else None)
 
     def _start(self, n, height, width, generator, latents, cond, tables):
         """Start latents exactly as the parent draws them, then one stream seed per image from ``generator``."""
@@ -243,16 +257,9 @@ class DiffRSStableDiffusionPipeline(StableDiffusionPipeline):
         scale and discriminator weights. Returns the stored entry."""
         if self.discriminator is None:
             raise ValueError("calibrate needs a discriminator; this pipeline has discriminator=None")
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
-        self.check_inputs(prompt, height, width, None, negative_prompt, prompt_embeds, negative_prompt_embeds)
-        cond, uncond = self._encode(
-            prompt,
-            negative_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            num_images_per_prompt,
-            guidance_scale,
+        height, width, cond, uncond = self._encode(
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_images_per_prompt, guidance_scale,
+            height, width,
         )
         n = cond.shape[0]
         if n < 2:
@@ -299,28 +306,12 @@ class DiffRSStableDiffusionPipeline(StableDiffusionPipeline):
         UNet call with that call's ``n`` rows (timesteps per row); it observes, its return is not written
         back. Thresholds must have been calibrated at this ``guidance_scale`` (:meth:`calibrate`).
         """
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
-        self.check_inputs(
-            prompt,
-            height,
-            width,
-            None,
-            negative_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
         gamma = rejection_percentile
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
             raise ValueError(f"rejection_percentile must be a number in [0, 1], got {rejection_percentile!r}")
-        cond, uncond = self._encode(
-            prompt,
-            negative_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            num_images_per_prompt,
-            guidance_scale,
+        height, width, cond, uncond = self._encode(
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_images_per_prompt, guidance_scale,
+            height, width, callback_on_step_end_tensor_inputs,
         )
         n = cond.shape[0]
         tables = LevelTables(self.scheduler, num_inference_steps, self._execution_device)
