@@ -107,6 +107,20 @@ def _diffused(xr, xf, lo: float, hi: float, sigmas: torch.Tensor, gen: torch.Gen
     return x0 + sigma.view(-1, 1, 1, 1) * noise, sigma, target
 
 
+def _checked_settings(num_steps, batch_size, learning_rate, input_range) -> tuple[float, float, tuple]:
+    """``(low, high, bounds)`` of ``train_discriminator``'s data after checking its settings: ``input_range``
+    (``(-1, 1)`` in the model's units when ``None``) and the bounds values must lie in (infinite when ``None``)."""
+    for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    lo, hi = (-1.0, 1.0) if input_range is None else (float(v) for v in input_range)
+    if not hi > lo:
+        raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
+    return lo, hi, ((-math.inf, math.inf) if input_range is None else (lo, hi))
+
+
 def train_discriminator(
     discriminator,
     real_dataset,
@@ -147,15 +161,7 @@ def train_discriminator(
     Returns:
         ``(discriminator, history)`` where ``history`` is the list of per-step BCE losses (nats).
     """
-    for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    lo, hi = (-1.0, 1.0) if input_range is None else (float(v) for v in input_range)
-    bounds = (-math.inf, math.inf) if input_range is None else (lo, hi)
-    if not hi > lo:
-        raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
+    lo, hi, bounds = _checked_settings(num_steps, batch_size, learning_rate, input_range)
     progress = progress if show_progress is None else show_progress
     real = _as_dataset(real_dataset, "real_dataset")
     fake = _as_dataset(generated_dataset, "generated_dataset")
