@@ -17,7 +17,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
@@ -25,24 +24,15 @@ from torch.utils.data import TensorDataset
 
 from diffusers_plugins.calibration import DiffRSCalibration, calibration_settings
 from diffusers_plugins.level_tables import LevelTables, check_supported_scheduler
-from diffusers_plugins.pipeline import _acceptance_rate
+from diffusers_plugins.pipeline import DiffRSPipelineOutput, _acceptance_rate
 from diffusers_plugins.rejection_sampler import RejectionSampler, SampleStreams, SamplingResult
 
 
 @dataclass
-class DiffRSStableDiffusionPipelineOutput(StableDiffusionPipelineOutput):
-    """``images`` and ``nsfw_content_detected`` as in ``StableDiffusionPipelineOutput``, plus the cost /
-    acceptance statistics of :class:`~diffusers_plugins.DiffRSPipelineOutput` (one NFE = one UNet call of
-    one image: the conditional/unconditional pair of classifier-free guidance counts as one)."""
-
-    nfe: np.ndarray
-    trajectory_nfe: np.ndarray
-    discriminator_evals: np.ndarray
-    rejections: np.ndarray
-    restarts: np.ndarray
-    acceptance_per_level: np.ndarray
-    tests_per_level: np.ndarray
-    total_nfe: int
+class DiffRSStableDiffusionPipelineOutput(DiffRSPipelineOutput, StableDiffusionPipelineOutput):
+    """``images`` and ``nsfw_content_detected`` as in ``StableDiffusionPipelineOutput`` (in that order, first),
+    then the cost / acceptance statistics of :class:`~diffusers_plugins.DiffRSPipelineOutput` (one NFE = one
+    UNet call of one image: the conditional/unconditional pair of classifier-free guidance counts as one)."""
 
 
 class DiffRSStableDiffusionPipeline(StableDiffusionPipeline):
