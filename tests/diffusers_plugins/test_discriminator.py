@@ -96,17 +96,8 @@ def test_training_separates_real_from_generated_and_freezes_features(unet):
     d = TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4)
     frozen = {k: v.clone() for k, v in d.features.state_dict().items()}
     head = d.head.weight.clone()
-    d, hist = train_discriminator(
-        d,
-        real,
-        fake,
-        DDIMScheduler(),
-        num_inference_steps=5,
-        num_steps=60,
-        batch_size=16,
-        learning_rate=3e-3,
-        show_progress=False,
-    )
+    settings = dict(num_inference_steps=5, batch_size=16, learning_rate=3e-3, show_progress=False)
+    d, hist = train_discriminator(d, real, fake, DDIMScheduler(), num_steps=60, **settings)
     assert len(hist) == 60 and all(torch.isfinite(torch.tensor(hist)))
     assert sum(hist[-10:]) / 10 < 0.8 * sum(hist[:10]) / 10
     assert all(torch.equal(v, d.features.state_dict()[k]) for k, v in frozen.items())
@@ -116,17 +107,8 @@ def test_training_separates_real_from_generated_and_freezes_features(unet):
 
     def short_run():
         torch.manual_seed(5)
-        return train_discriminator(
-            TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4),
-            real,
-            fake,
-            DDIMScheduler(),
-            num_inference_steps=5,
-            num_steps=5,
-            batch_size=16,
-            learning_rate=3e-3,
-            show_progress=False,
-        )
+        fresh = TimeDependentDiscriminator.from_unet(unet, DDIMScheduler(), norm_num_groups=4)
+        return train_discriminator(fresh, real, fake, DDIMScheduler(), num_steps=5, **settings)
 
     _, hist2 = short_run()
     _, hist3 = short_run()

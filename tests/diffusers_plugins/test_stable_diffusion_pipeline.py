@@ -47,23 +47,10 @@ def constant_discriminator():
 @pytest.mark.parametrize("guidance_scale, nipp", [(1.0, 1), (3.0, 2)])
 def test_equals_stock_stable_diffusion_without_or_with_constant_discriminator(saved, guidance_scale, nipp):
     stock = quiet(StableDiffusionPipeline.from_pretrained(saved, safety_checker=None))
-    ref = stock(
-        PROMPTS,
-        num_inference_steps=N,
-        guidance_scale=guidance_scale,
-        num_images_per_prompt=nipp,
-        generator=gen(),
-        output_type="np",
-    )
+    call = dict(num_inference_steps=N, guidance_scale=guidance_scale, num_images_per_prompt=nipp, output_type="np")
+    ref = stock(PROMPTS, generator=gen(), **call)
     plain = quiet(DiffRSStableDiffusionPipeline.from_pretrained(saved))
-    out = plain(
-        PROMPTS,
-        num_inference_steps=N,
-        guidance_scale=guidance_scale,
-        num_images_per_prompt=nipp,
-        generator=gen(),
-        output_type="np",
-    )
+    out = plain(PROMPTS, generator=gen(), **call)
     # closed-form DDIM step vs scheduler.step and per-row vs scalar timesteps: fp32 rounding of states
     # in [-1, 1]-scale latents over 3 steps, decoded by the same VAE.
     assert_equal_up_to_kernel_rounding(out.images, ref.images)
@@ -71,15 +58,7 @@ def test_equals_stock_stable_diffusion_without_or_with_constant_discriminator(sa
     assert out.nfe.tolist() == [N] * (2 * nipp) and out.discriminator_evals.sum() == 0
     pipe = quiet(DiffRSStableDiffusionPipeline.from_pretrained(saved, discriminator=constant_discriminator()))
     pipe.calibrate(PROMPTS, num_inference_steps=N, guidance_scale=guidance_scale, generator=gen(1))
-    with_disc = pipe(
-        PROMPTS,
-        num_inference_steps=N,
-        guidance_scale=guidance_scale,
-        num_images_per_prompt=nipp,
-        generator=gen(),
-        output_type="np",
-        num_slots=3,
-    )
+    with_disc = pipe(PROMPTS, generator=gen(), num_slots=3, **call)
     assert_equal_up_to_kernel_rounding(with_disc.images, ref.images)
     assert with_disc.rejections.sum() == 0 and with_disc.nfe.tolist() == [N] * (2 * nipp)
     assert with_disc.discriminator_evals.tolist() == [N + 1] * (2 * nipp)
