@@ -8,6 +8,7 @@ from torch import nn
 from ..randomness import draw_seed, spawn
 from ..registry import check_int
 from .augmentation import DSA
+from .class_step import step_class
 from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
 
 __all__ = ["DistributionMatching", "distribution_matching_loss"]
@@ -27,7 +28,9 @@ class DistributionMatching(MatchingObjective):
     and all synthetic instances of the class (``batch_syn`` random ones if set).
 
     Args:
-        step_per_class: False (FreD's DM code): sum the class losses and take one step; True (DDiF): one step per class.
+        step_per_class: False (FreD's DM code): sum the class losses and take one step; True (DDiF's DM code): one
+            step per class that moves only that class's storage and optimiser state (:func:`step_class`), as
+            DDiF's per-instance optimiser does.
         batch_syn: synthetic instances per class per step (None = all).
         Other arguments: see :class:`MatchingObjective`.
     """
@@ -55,7 +58,7 @@ class DistributionMatching(MatchingObjective):
                 loss = self._class_loss(net, parameterization, real, c, streams[c])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                step_class(parameterization, optimizer, c)
                 total += float(loss.detach())
             return total
         loss = sum(self._class_loss(net, parameterization, real, c, streams[c]) for c in range(real.num_classes))
