@@ -171,7 +171,13 @@ class DDiF:
     def distill(dataset, ipc: int = 10, objective: str | MatchingObjective = "dm", iterations: int = 1000,
                 seed: int = 0, width: int = 10, num_layers: int = 2, init_steps: int = 5000, init_lr: float = 5e-4,
                 **kwargs) -> SyntheticDataset:
-        """:func:`distill` with :class:`DDiFParameterization` (one SIREN of ``num_layers`` x ``width`` per instance)."""
+        """:func:`distill` with :class:`DDiFParameterization` (one SIREN of ``num_layers`` x ``width`` per instance).
+
+        Each method defaults to its own paper's protocol: with ``objective="dm"`` this shortcut takes DDiF's per-class
+        DM steps (``step_per_class=True`` unless ``objective_kwargs`` sets it), while :meth:`FreD.distill` and
+        :func:`distill` keep FreD's summed class losses (``step_per_class=False``)."""
+        if objective == "dm":
+            kwargs["objective_kwargs"] = {"step_per_class": True, **(kwargs.get("objective_kwargs") or {})}
         return distill(dataset, DDiFParameterization, objective, ipc, iterations, seed,
                        parameterization_kwargs={"width": width, "num_layers": num_layers, "init_steps": init_steps,
                                                 "init_lr": init_lr}, **kwargs)

@@ -8,6 +8,7 @@ from torch import nn
 from ..randomness import draw_seed, spawn
 from ..registry import check_int
 from .augmentation import DSA
+from .class_step import step_class
 from .objective import DEFAULT_DSA, OBJECTIVES, MatchingObjective
 from .process_group import owned, sum_gradients, sum_value
 
@@ -29,8 +30,9 @@ class DistributionMatching(MatchingObjective):
 
     Args:
         step_per_class: False (FreD's DM code): sum the class losses and take one step (split over processes by
-            class under a ``torch.distributed`` group); True (DDiF): one step per class (each step sees the
-            previous class's update, so it runs whole on every process).
+            class under a ``torch.distributed`` group); True (DDiF's DM code): one step per class that moves only
+            that class's storage and optimiser state (:func:`step_class`), as DDiF's per-instance optimiser does
+            (it runs whole on every process).
         batch_syn: synthetic instances per class per step (None = all).
         Other arguments: see :class:`MatchingObjective`.
     """
@@ -58,7 +60,7 @@ class DistributionMatching(MatchingObjective):
                 loss = self._class_loss(net, parameterization, real, c, streams[c])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                step_class(parameterization, optimizer, c)
                 total += float(loss.detach())
             return total
         # under a process group each rank sums its own classes (process_group.owned) and the gradients are summed
