@@ -32,9 +32,12 @@ PORTABLE_SETTINGS := ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 ONEDNN
 PORTABLE_TESTS := \
 	tests/hf_plugins/test_losses.py \
 	tests/hf_plugins/test_losses_chunked.py \
+	tests/hf_plugins/test_losses_sparse.py \
+	tests/hf_plugins/test_head_transforms.py \
 	tests/diffusers_plugins/test_level_tables.py \
 	tests/diffusers_plugins/test_rejection_sampler.py \
 	tests/diffusers_plugins/test_pipeline.py \
+	tests/diffusers_plugins/test_stable_diffusion_pipeline.py \
 	tests/tv_plugins/condensation/test_objectives.py \
 	tests/tv_plugins/coreset/test_closed_forms.py
 
