@@ -150,7 +150,10 @@ def test_from_unet_text_conditional_discriminator_trains_calibrates_and_reloads(
     disc.save_pretrained(tmp_path / "disc")
     again = TimeDependentDiscriminator.from_pretrained(tmp_path / "disc")
     assert again.is_text_conditional and again.config.encoder_hid_dim == 32
-    assert torch.equal(again(x, sigma, encoder_hidden_states=emb), disc(x, sigma, encoder_hidden_states=emb))
+    # weights loaded from safetensors are not 64-byte aligned: oneDNN may run other conv kernels (fp32 rounding)
+    assert_equal_up_to_kernel_rounding(
+        again(x, sigma, encoder_hidden_states=emb), disc(x, sigma, encoder_hidden_states=emb)
+    )
     pipe = quiet(DiffRSStableDiffusionPipeline.from_pretrained(saved, discriminator=again))
     pipe.calibrate(PROMPTS * 2, num_inference_steps=N, guidance_scale=2.0, generator=gen(1))
     out = pipe(
